@@ -1,0 +1,61 @@
+"""The paper's networks: builders, readable names and measurements.
+
+Names (`arch_name`, `parse_arch`, ...) import without torch, so the grid spec can validate
+architectures cheaply; the builders and measurements load torch on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from models.names import (
+    INPUT_SIZES,
+    MODEL_FAMILY,
+    SHORTCUTS,
+    VARIANTS,
+    arch_name,
+    default_num_classes,
+    default_shortcut,
+    default_variant,
+    parse_arch,
+)
+
+_LAZY: dict[str, str] = {
+    "ArchSpec": "models.resnet",
+    "BasicBlock": "models.resnet",
+    "Bottleneck": "models.resnet",
+    "ResNet": "models.resnet",
+    "ResidualAdd": "models.resnet",
+    "ZeroPadShortcut": "models.resnet",
+    "ProjectionShortcut": "models.resnet",
+    "build_model": "models.resnet",
+    "build_from_name": "models.resnet",
+    "resolve_arch": "models.resnet",
+    "from_torchvision_state_dict": "models.resnet",
+    "count_parameters": "models.measure",
+    "count_multiply_adds": "models.measure",
+    "layer_responses": "models.measure",
+    "shortcut_additions": "models.measure",
+    "ModelSummary": "models.measure",
+    "summarize": "models.measure",
+}
+
+__all__ = [
+    "INPUT_SIZES",
+    "MODEL_FAMILY",
+    "SHORTCUTS",
+    "VARIANTS",
+    "arch_name",
+    "default_num_classes",
+    "default_shortcut",
+    "default_variant",
+    "parse_arch",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""resnetctl's orchestration layer: grid spec, Tune/Train wiring, tracking, report and CLI."""

@@ -1,0 +1,54 @@
+"""The `resnetctl` command line.
+
+Sub-commands live in their own modules under `orchestrator.commands` and are imported only
+when invoked (click's lazy-group pattern), so `resnetctl --help` and the validation of a bad
+grid never pay for importing torch, Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import click
+
+# command name -> "module:attribute"
+COMMANDS: dict[str, str] = {
+    "models": "orchestrator.commands.models:models_command",
+    "prepare": "orchestrator.commands.prepare:prepare_command",
+    "plan": "orchestrator.commands.plan:plan_command",
+    "submit": "orchestrator.commands.submit:submit_command",
+    "run": "orchestrator.commands.submit:run_command",
+    "status": "orchestrator.commands.jobs:status_command",
+    "logs": "orchestrator.commands.jobs:logs_command",
+    "cancel": "orchestrator.commands.jobs:cancel_command",
+    "report": "orchestrator.commands.report:report_command",
+    "ui": "orchestrator.commands.ui:ui_command",
+    "cluster": "orchestrator.commands.cluster:cluster_group",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports each sub-command on first use."""
+
+    def __init__(self, *args, lazy_commands: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lazy = lazy_commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self._lazy:
+            module_name, attr = self._lazy[name].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="resnetctl")
+def main() -> None:
+    """Reproduce and extend Deep Residual Learning (He et al., 2015) as a grid of tracked runs."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("DO_NOT_TRACK", "1")

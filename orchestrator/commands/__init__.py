@@ -1,0 +1,1 @@
+"""One module per `resnetctl` sub-command (see orchestrator.cli.COMMANDS)."""

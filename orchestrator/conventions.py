@@ -1,0 +1,71 @@
+"""Names shared by the writers (train loop, tracking) and the readers (report, status).
+
+The MLflow store is the contract between `submit` and `report`: every tag, param and
+metric key that both sides use is defined here once, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+# --- tags on every cell's MLflow run -------------------------------------------------
+TAG_GRID = "resnetctl.grid"  # the grid's `name`
+TAG_CELL_ID = "resnetctl.cell_id"  # stable hash of the resolved cell config
+TAG_ARCH = "resnetctl.arch"  # readable model name, e.g. "resnet56-A", "plain20", "resnet50"
+TAG_DATASET = "resnetctl.dataset"  # cifar10 | cifar100 | imagenet | digits
+TAG_EVAL_PROTOCOL = "resnetctl.eval_protocol"  # "center" | "10crop" | "full" (small images)
+TAG_AXIS_PREFIX = "resnetctl.axis."  # one tag per grid axis: resnetctl.axis.depth = "56"
+TAG_STATUS = "resnetctl.status"  # "finished" once the cell's final model is logged
+
+# --- params (resolved config; logged once per run) -----------------------------------
+PARAM_DEPTH = "depth"
+PARAM_SHORTCUT = "shortcut"  # "plain" | "A" | "B" | "C"
+PARAM_SEED = "seed"
+PARAM_DATASET = "dataset"
+PARAM_NUM_PARAMS = "num_params"  # parameter count of the built model
+PARAM_MULT_ADDS = "mult_adds"  # multiply-adds for one image at the eval resolution
+
+# --- metrics, logged per epoch with step = epoch (1-based) ---------------------------
+M_TRAIN_LOSS = "train_loss"
+M_TRAIN_ERR = "train_err"  # top-1 training error in percent, over the epoch
+M_VAL_ERR = "val_err"  # top-1 error in percent
+M_VAL_TOP5_ERR = "val_top5_err"
+M_TEST_ERR = "test_err"
+M_TEST_TOP5_ERR = "test_top5_err"
+M_LR = "lr"
+M_IMAGES_PER_S = "images_per_s"
+M_ITERATION = "iteration"  # global optimiser steps done at the end of the epoch
+# --- metrics logged once, at the end --------------------------------------------------
+M_WORKER_HOURS = "worker_hours"
+M_GPU_HOURS = "gpu_hours"
+M_LAYER_RESPONSE = "layer_response_std"  # Fig. 7: one value per 3x3 conv, step = layer index (0-based)
+
+EPOCH_METRICS = (
+    M_TRAIN_LOSS,
+    M_TRAIN_ERR,
+    M_VAL_ERR,
+    M_VAL_TOP5_ERR,
+    M_TEST_ERR,
+    M_TEST_TOP5_ERR,
+    M_LR,
+    M_IMAGES_PER_S,
+    M_ITERATION,
+)
+
+# --- artifacts -------------------------------------------------------------------------
+ARTIFACT_MODEL = "model"  # mlflow.pytorch.log_model name
+ARTIFACT_LAYER_RESPONSES = "layer_responses.json"
+ARTIFACT_CURVES = "curves.json"
+
+
+def axis_tag(axis: str) -> str:
+    """Tag key for one grid axis, e.g. axis_tag("depth") -> "resnetctl.axis.depth"."""
+    return TAG_AXIS_PREFIX + axis
+
+
+def registered_model_name(dataset: str, arch: str) -> str:
+    """One registered model per architecture and dataset: "cifar10-resnet56-A"."""
+    return f"{dataset}-{arch}"
+
+
+def run_name(arch: str, dataset: str, seed: int) -> str:
+    """The MLflow run / Tune trial name of a cell: "resnet56-A-cifar10-s0"."""
+    return f"{arch}-{dataset}-s{seed}"
