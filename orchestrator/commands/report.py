@@ -1,0 +1,67 @@
+"""`resnetctl report`: the paper's tables (and figures) from a grid's runs, beside the paper's numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from orchestrator.commands.ui import DEFAULT_STORE
+
+FORMATS = ("md", "csv", "latex", "html", "json")
+_SUFFIX = {"md": "md", "latex": "tex", "html": "html", "json": "json"}
+
+
+@click.command("report")
+@click.option("--grid", default=None, help="Grid name (its MLflow experiment); default: the store's only grid.")
+@click.option("--experiment", default=None, help="MLflow experiment to read, when not named after the grid.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True,
+              help="md prints to the terminal; html is one self-contained page with the figures embedded.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the report (and the figures as PNG) into this folder instead of printing it.")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=DEFAULT_STORE, show_default=True,
+              help="Database URI (read with SQL) or MLflow server URL (read with the client); env MLFLOW_TRACKING_URI.")
+@click.option("--rows", default=None, help="Generic pivot: grid axis for the rows (e.g. depth).")
+@click.option("--cols", default=None, help="Generic pivot: grid axis for the columns (e.g. shortcut).")
+@click.option("--metric", default=None, help="Generic pivot: metric (default test_err, else val_err).")
+@click.option("--figures/--no-figures", default=True, show_default=True,
+              help="Draw the figures (with --out or --format html).")
+def report_command(grid: str | None, experiment: str | None, fmt: str, out_dir: Path | None, tracking_uri: str,
+                   rows: str | None, cols: str | None, metric: str | None, figures: bool) -> None:
+    """Print the paper's tables (6, 2, 3, 4) with our numbers beside the paper's, plus compute used."""
+    from orchestrator.report.records import ReportError
+    from orchestrator.report.render import render, table_to_csv
+    from orchestrator.report.source import open_reader, select_runs
+    from orchestrator.report.tables import build_tables
+
+    try:
+        reader = open_reader(tracking_uri)
+        selection = select_runs(reader, grid=grid, experiment=experiment)
+    except ReportError as err:
+        raise click.UsageError(str(err)) from err
+    tables = build_tables(selection, rows=rows, cols=cols, metric=metric)
+
+    drawn: dict = {}
+    if figures and (out_dir is not None or fmt == "html"):
+        from orchestrator.report.figures import build_figures, png_bytes
+
+        drawn = {name: png_bytes(fig) for name, fig in build_figures(selection.runs, reader).items()}
+
+    if out_dir is None:
+        click.echo(render(fmt, selection, tables, drawn))
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if fmt == "csv":
+        for table in tables:
+            written.append(out_dir / f"{table.key}.csv")
+            written[-1].write_text(table_to_csv(table))
+    else:
+        written.append(out_dir / f"report.{_SUFFIX[fmt]}")
+        written[-1].write_text(render(fmt, selection, tables, drawn))
+    if fmt != "html":
+        for name, png in drawn.items():
+            written.append(out_dir / f"{name}.png")
+            written[-1].write_bytes(png)
+    for path in written:
+        click.echo(str(path))

@@ -1,0 +1,122 @@
+"""The paper's figures from metric histories: training curves (Figs. 4 and 6) and layer responses (Fig. 7).
+
+Figures are built as `matplotlib.figure.Figure` objects (no pyplot state, Agg canvas), so tests
+can inspect their lines and the CLI can save them as PNG files or embed them in HTML.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+
+from matplotlib.figure import Figure
+
+from orchestrator import conventions as C
+from orchestrator.report.records import Histories, RunRecord, StoreReader
+from orchestrator.report.tables import latest_finished
+
+HISTORY_KEYS = (C.M_TRAIN_ERR, C.M_VAL_ERR, C.M_TEST_ERR, C.M_ITERATION, C.M_LAYER_RESPONSE)
+_FIGURE_NAMES = {"cifar10": "fig6", "imagenet": "fig4"}
+
+
+def mean_series(runs: Sequence[RunRecord], histories: Histories, key: str) -> list[tuple[int, float]]:
+    """A metric averaged over seeds, step by step (steps some seeds lack average the others)."""
+    by_step: dict[int, list[float]] = defaultdict(list)
+    for run in runs:
+        for step, value in histories.get(run.run_id, {}).get(key, []):
+            by_step[step].append(value)
+    return [(step, sum(vals) / len(vals)) for step, vals in sorted(by_step.items())]
+
+
+def _eval_metric(dataset: str, runs: Sequence[RunRecord], histories: Histories) -> str:
+    """ImageNet curves use the validation error (Fig. 4), CIFAR's the test error (Fig. 6)."""
+    if dataset != "imagenet" and any(histories.get(r.run_id, {}).get(C.M_TEST_ERR) for r in runs):
+        return C.M_TEST_ERR
+    return C.M_VAL_ERR
+
+
+def _depth_order(arch_runs: dict[str, list[RunRecord]]) -> list[str]:
+    return sorted(arch_runs, key=lambda a: (arch_runs[a][0].depth or 0, a))
+
+
+def training_curves(dataset: str, runs: Sequence[RunRecord], histories: Histories) -> Figure:
+    """Plain nets left, ResNets right; per network its training error dashed and eval error solid."""
+    eval_key = _eval_metric(dataset, runs, histories)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    groups: dict[bool, dict[str, list[RunRecord]]] = {False: defaultdict(list), True: defaultdict(list)}
+    for run in runs:
+        groups[run.shortcut != "plain"][run.arch].append(run)
+    for ax, residual in zip(axes, (False, True), strict=True):
+        arch_runs = groups[residual]
+        for index, arch in enumerate(_depth_order(arch_runs)):
+            members = arch_runs[arch]
+            iterations = dict(mean_series(members, histories, C.M_ITERATION))
+            color = f"C{index % 10}"
+            for key, style in ((C.M_TRAIN_ERR, "--"), (eval_key, "-")):
+                series = mean_series(members, histories, key)
+                if not series:
+                    continue
+                xs = [iterations.get(step, step) for step, _ in series]
+                ax.plot(xs, [v for _, v in series], linestyle=style, color=color,
+                        linewidth=1.0 if style == "--" else 1.8, label=f"{arch} {key}")
+        ax.set_title(("ResNet" if residual else "plain") + f" ({dataset})")
+        ax.set_xlabel("iteration" if any(mean_series(m, histories, C.M_ITERATION) for m in arch_runs.values())
+                      else "epoch")
+        ax.grid(alpha=0.3)
+        if arch_runs:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
+    axes[0].set_ylabel("error (%): train dashed, " + eval_key.replace("_err", "") + " solid")
+    return fig
+
+
+def layer_responses(dataset: str, runs: Sequence[RunRecord], histories: Histories) -> Figure:
+    """Std of each 3x3 conv's response (after BN, before the nonlinearity): layer order, then sorted."""
+    fig = Figure(figsize=(9, 6.5), layout="constrained")
+    top, bottom = fig.subplots(2, 1)
+    arch_runs: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        if histories.get(run.run_id, {}).get(C.M_LAYER_RESPONSE):
+            arch_runs[run.arch].append(run)
+    for index, arch in enumerate(sorted(arch_runs, key=lambda a: (arch_runs[a][0].shortcut != "plain",
+                                                                  arch_runs[a][0].depth or 0))):
+        series = mean_series(arch_runs[arch], histories, C.M_LAYER_RESPONSE)
+        style = "--" if arch.startswith("plain") else "-"
+        top.plot([s + 1 for s, _ in series], [v for _, v in series], style, color=f"C{index % 10}", label=arch)
+        ordered = sorted((v for _, v in series), reverse=True)
+        bottom.plot(range(1, len(ordered) + 1), ordered, style, color=f"C{index % 10}", label=arch)
+    top.set_title(f"std of layer responses ({dataset}): original order")
+    bottom.set_title("sorted by magnitude")
+    for ax in (top, bottom):
+        ax.set_xlabel("layer index")
+        ax.set_ylabel("std")
+        ax.grid(alpha=0.3)
+        if arch_runs:
+            ax.legend(fontsize=7)
+    return fig
+
+
+def build_figures(runs: Sequence[RunRecord], reader: StoreReader) -> dict[str, Figure]:
+    """Every figure the finished runs support, keyed by file stem ("fig6_cifar10_curves")."""
+    done = latest_finished(runs)
+    histories = reader.histories([r.run_id for r in done], HISTORY_KEYS)
+    by_dataset: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in done:
+        by_dataset[run.dataset or "unknown"].append(run)
+    figures: dict[str, Figure] = {}
+    for dataset, members in sorted(by_dataset.items()):
+        prefix = _FIGURE_NAMES.get(dataset, "curves")
+        if any(histories.get(r.run_id, {}).get(C.M_TRAIN_ERR) for r in members):
+            figures[f"{prefix}_{dataset}_curves"] = training_curves(dataset, members, histories)
+        if any(histories.get(r.run_id, {}).get(C.M_LAYER_RESPONSE) for r in members):
+            figures[f"fig7_{dataset}_layer_responses"] = layer_responses(dataset, members, histories)
+    return figures
+
+
+def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()

@@ -1,0 +1,96 @@
+"""The paper's published numbers (He, Zhang, Ren, Sun: arXiv:1512.03385), in its row order.
+
+Checked against the paper's text: Table 2 (ImageNet val, 10-crop top-1), Table 3 (ImageNet
+val, 10-crop top-1/top-5), Table 4 (single models, ImageNet val, fully-convolutional
+multi-scale testing as in Sec. 3.4) and Table 6 (CIFAR-10 test error). Errors are in percent.
+Table 2's ResNets use option A shortcuts (Sec. 4.1: "zero-padding for increasing dimensions");
+Table 3/4's ResNet-50/101/152 use option B. Table 6's ResNets use option A (Sec. 4.2). The
+plain nets of Fig. 6 have no numbers in Table 6: their paper column stays empty.
+Table 4's 34-layer rows: the paper lists "ResNet-34 B" and "ResNet-34 C" (21.84/5.71,
+21.53/5.60); we are confident of these but they come from memory of the paper, like the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator import conventions as C
+
+
+@dataclass(frozen=True)
+class PaperStat:
+    """A published error: the best run, and where the paper gives it, mean and std over runs."""
+
+    best: float
+    mean: float | None = None
+    std: float | None = None
+    runs: int | None = None
+
+
+@dataclass(frozen=True)
+class CifarRow:
+    depth: int
+    params: str  # as printed in Table 6
+    resnet: PaperStat
+    plain: PaperStat | None = None  # never tabulated by the paper
+
+
+@dataclass(frozen=True)
+class ImageNetRow:
+    label: str
+    arch: str  # our readable name, models.names.arch_name
+    top1: float
+    top5: float | None = None
+
+
+# Table 6: classification error on the CIFAR-10 test set (ResNets, option A; 110: best of 5 runs, mean+-std).
+TABLE6: tuple[CifarRow, ...] = (
+    CifarRow(20, "0.27M", PaperStat(8.75)),
+    CifarRow(32, "0.46M", PaperStat(7.51)),
+    CifarRow(44, "0.66M", PaperStat(7.17)),
+    CifarRow(56, "0.85M", PaperStat(6.97)),
+    CifarRow(110, "1.7M", PaperStat(6.43, mean=6.61, std=0.16, runs=5)),
+    CifarRow(1202, "19.4M", PaperStat(7.93)),
+)
+TABLE6_SHORTCUT = "A"
+TABLE6_PROTOCOL = "CIFAR-10 test set, 10k images, error after the last iteration; 110: best of 5 runs (mean+-std)"
+
+# Table 2: top-1 error on ImageNet validation, 10-crop testing.
+TABLE2: tuple[ImageNetRow, ...] = (
+    ImageNetRow("plain-18", "plain18", 27.94),
+    ImageNetRow("ResNet-18", "resnet18-A", 27.88),
+    ImageNetRow("plain-34", "plain34", 28.54),
+    ImageNetRow("ResNet-34", "resnet34-A", 25.03),
+)
+TABLE2_PROTOCOL = "ImageNet validation, 10-crop testing, top-1"
+
+# Table 3: error rates on ImageNet validation, 10-crop testing.
+TABLE3: tuple[ImageNetRow, ...] = (
+    ImageNetRow("plain-34", "plain34", 28.54, 10.02),
+    ImageNetRow("ResNet-34 A", "resnet34-A", 25.03, 7.76),
+    ImageNetRow("ResNet-34 B", "resnet34-B", 24.52, 7.46),
+    ImageNetRow("ResNet-34 C", "resnet34-C", 24.19, 7.40),
+    ImageNetRow("ResNet-50", "resnet50-B", 22.85, 6.71),
+    ImageNetRow("ResNet-101", "resnet101-B", 21.75, 6.05),
+    ImageNetRow("ResNet-152", "resnet152-B", 21.43, 5.71),
+)
+TABLE3_PROTOCOL = "ImageNet validation, 10-crop testing"
+
+# Table 4: single-model error rates on ImageNet validation, fully-convolutional multi-scale testing.
+TABLE4: tuple[ImageNetRow, ...] = (
+    ImageNetRow("ResNet-34 B", "resnet34-B", 21.84, 5.71),
+    ImageNetRow("ResNet-34 C", "resnet34-C", 21.53, 5.60),
+    ImageNetRow("ResNet-50", "resnet50-B", 20.74, 5.25),
+    ImageNetRow("ResNet-101", "resnet101-B", 19.87, 4.60),
+    ImageNetRow("ResNet-152", "resnet152-B", 19.38, 4.49),
+)
+TABLE4_PROTOCOL = "ImageNet validation, single model, fully-convolutional multi-scale testing (Sec. 3.4)"
+TABLE4_EVAL_PROTOCOL = C.EVAL_MULTISCALE  # the eval-protocol tag our runs must carry to be compared with Table 4
+
+# How our runs were evaluated, by their eval-protocol tag, for the protocol line of every table.
+EVAL_PROTOCOLS: dict[str, str] = {
+    C.EVAL_CENTER: "single centre crop",
+    C.EVAL_10CROP: "10-crop testing",
+    C.EVAL_FULL: "full image (no crop)",
+    C.EVAL_MULTISCALE: "fully-convolutional multi-scale testing",
+}

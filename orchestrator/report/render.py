@@ -1,0 +1,161 @@
+"""Write tables (and figures) as Markdown, CSV, LaTeX, self-contained HTML or JSON.
+
+All formats share `format_value`, so a number reads the same everywhere; an empty mark
+("–", "--" in LaTeX, empty in CSV, null in JSON) stands for a cell without a finished run.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from orchestrator.report.paper import PaperStat
+from orchestrator.report.records import Selection
+from orchestrator.report.tables import Delta, Hours, Stat, Table
+
+FORMATS = ("md", "csv", "latex", "html", "json")
+EMPTY_MARK = {"md": "–", "csv": "", "latex": "--", "html": "–"}
+PM = {"md": "±", "csv": "±", "latex": r"$\pm$", "html": "±"}
+
+
+def format_value(value: Any, style: str = "md") -> str:
+    if value is None:
+        return EMPTY_MARK[style]
+    if isinstance(value, Stat | PaperStat):
+        text = f"{value.best:.2f}"
+        if isinstance(value, Stat) and value.n > 1 or isinstance(value, PaperStat) and value.mean is not None:
+            text += f" ({value.mean:.2f}{PM[style]}{value.std:.2f})"
+        return text
+    if isinstance(value, Delta):
+        return f"{value.value:+.2f}"
+    if isinstance(value, Hours):
+        return f"{value.value:.2f}"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def json_value(value: Any) -> Any:
+    if isinstance(value, Stat):
+        return {"best": value.best, "mean": value.mean, "std": value.std, "n": value.n, "values": list(value.values)}
+    if isinstance(value, PaperStat):
+        return {"best": value.best, "mean": value.mean, "std": value.std, "n": value.runs}
+    if isinstance(value, Delta | Hours):
+        return value.value
+    return value
+
+
+def _compute_line(table: Table) -> str:
+    return f"compute: {table.worker_hours:.2f} worker-hours, {table.gpu_hours:.2f} GPU-hours"
+
+
+def _header(selection: Selection) -> str:
+    return (f"resnetctl report: grid {selection.grid or '-'} (experiment {selection.experiment}, "
+            f"{len(selection.runs)} runs)")
+
+
+def to_markdown(selection: Selection, tables: Sequence[Table]) -> str:
+    out = [f"# {_header(selection)}", ""]
+    for t in tables:
+        out += [f"## {t.title}", "", f"_Protocol: {t.protocol}_", ""]
+        out.append("| " + " | ".join(t.columns) + " |")
+        out.append("|" + "|".join("---" for _ in t.columns) + "|")
+        out += ["| " + " | ".join(format_value(v, "md") for v in row) + " |" for row in t.rows]
+        out += ["", *(f"- {note}" for note in t.notes), f"- {_compute_line(t)}", ""]
+    return "\n".join(out)
+
+
+def table_to_csv(table: Table) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(table.columns)
+    writer.writerows([format_value(v, "csv") for v in row] for row in table.rows)
+    return buffer.getvalue()
+
+
+def to_csv(selection: Selection, tables: Sequence[Table]) -> str:
+    """All tables in one stream, each after a `# title` line (one file per table with --out)."""
+    return "\n".join(f"# {t.title}\n# {t.protocol}\n{table_to_csv(t)}" for t in tables)
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "Δ": r"$\Delta$",
+                  "±": r"$\pm$", "–": "--"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def table_to_latex(table: Table) -> str:
+    spec = "l" + "r" * (len(table.columns) - 1)
+    lines = [r"\begin{table}[ht]", r"\centering", rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(latex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
+    for row in table.rows:
+        cells = [format_value(v, "latex") if isinstance(v, Stat | PaperStat) else latex_escape(format_value(v, "latex"))
+                 for v in row]
+        lines.append(" & ".join(cells) + r" \\")
+    notes = "; ".join([*table.notes, _compute_line(table)])
+    lines += [r"\bottomrule", r"\end{tabular}",
+              rf"\caption{{{latex_escape(table.title)}. Protocol: {latex_escape(table.protocol)}. "
+              rf"{latex_escape(notes)}.}}", rf"\label{{tab:{table.key}}}", r"\end{table}"]
+    return "\n".join(lines)
+
+
+def to_latex(selection: Selection, tables: Sequence[Table]) -> str:
+    """Table environments for a document with \\usepackage{booktabs}."""
+    return f"% {latex_escape(_header(selection))}\n" + "\n\n".join(table_to_latex(t) for t in tables) + "\n"
+
+
+def to_json(selection: Selection, tables: Sequence[Table]) -> str:
+    doc = {
+        "grid": selection.grid, "experiment": selection.experiment, "runs": len(selection.runs),
+        "tables": [
+            {"key": t.key, "title": t.title, "protocol": t.protocol, "columns": list(t.columns),
+             "rows": [[json_value(v) for v in row] for row in t.rows], "notes": t.notes, "missing": t.missing,
+             "worker_hours": t.worker_hours, "gpu_hours": t.gpu_hours}
+            for t in tables
+        ],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+_STYLE = """body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:.5em 0}
+th,td{border:1px solid #bbb;padding:.2em .6em;text-align:right}th:first-child,td:first-child{text-align:left}
+th{background:#eee}.protocol{color:#555;font-style:italic}img{max-width:100%}"""
+
+
+def table_to_html(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(format_value(v, 'html'))}</td>" for v in row) + "</tr>"
+        for row in table.rows
+    )
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in [*table.notes, _compute_line(table)])
+    return (f'<section id="{html.escape(table.key)}"><h2>{html.escape(table.title)}</h2>'
+            f'<p class="protocol">Protocol: {html.escape(table.protocol)}</p>'
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><ul>{notes}</ul></section>")
+
+
+def to_html(selection: Selection, tables: Sequence[Table], figures: dict[str, bytes] | None = None) -> str:
+    """One self-contained page: tables, then each figure as an embedded base64 PNG."""
+    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(_header(selection))}</title>"
+             f"<style>{_STYLE}</style></head><body><h1>{html.escape(_header(selection))}</h1>"]
+    parts += [table_to_html(t) for t in tables]
+    for name, png in (figures or {}).items():
+        data = base64.b64encode(png).decode()
+        parts.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{html.escape(name)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render(fmt: str, selection: Selection, tables: Sequence[Table], figures: dict[str, bytes] | None = None) -> str:
+    if fmt == "html":
+        return to_html(selection, tables, figures)
+    return {"md": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}[fmt](selection, tables)

@@ -1,0 +1,309 @@
+"""The paper's tables (6, 2, 3, 4), a generic pivot and the per-cell compute table, from run records.
+
+Tables hold typed values (`Stat`, `PaperStat`, `Delta`, `Hours`, `None` for an empty mark) and
+leave formatting to `render`, so every output format shows the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator import conventions as C
+from orchestrator.report import paper
+from orchestrator.report.records import RunRecord, Selection
+
+EMPTY = None  # an empty mark: no finished run for this cell
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Our error over seeds: best (lowest), mean and sample std, as the paper reports Table 6's 110-layer row."""
+
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def best(self) -> float:
+        return min(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.values) if self.n > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Ours minus the paper's (best against best), in percentage points."""
+
+    value: float
+
+
+@dataclass(frozen=True)
+class Hours:
+    value: float
+
+
+@dataclass
+class Table:
+    key: str  # "table6", "table3-center", "pivot", "cells"
+    title: str
+    protocol: str  # how our numbers and the paper's were measured
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    missing: int = 0  # planned cells (arch x seed) without a finished run
+    worker_hours: float = 0.0
+    gpu_hours: float = 0.0
+
+
+def latest_finished(runs: Iterable[RunRecord]) -> list[RunRecord]:
+    """Finished runs, one per cell: a rerun of the same cell replaces the earlier run."""
+    best: dict[str, RunRecord] = {}
+    for run in runs:
+        if run.finished:
+            kept = best.get(run.cell_id)
+            if kept is None or (run.end_time or 0, run.run_id) > (kept.end_time or 0, kept.run_id):
+                best[run.cell_id] = run
+    return sorted(best.values(), key=lambda r: (r.arch, r.seed if r.seed is not None else -1, r.run_id))
+
+
+def stat(runs: Sequence[RunRecord], metric: str) -> Stat | None:
+    values = tuple(v for v in (r.metric(metric) for r in runs) if v is not None)
+    return Stat(values) if values else EMPTY
+
+
+def delta(ours: Stat | None, theirs: float | None) -> Delta | None:
+    return Delta(ours.best - theirs) if ours is not None and theirs is not None else EMPTY
+
+
+def _hours(runs: Iterable[RunRecord], metric: str) -> float:
+    return math.fsum(v for v in (r.metric(metric) for r in runs) if v is not None)  # order-independent
+
+
+def _format_count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}K"
+
+
+class _Grid:
+    """Indexes a selection once: finished runs by (dataset, protocol, arch), planned archs and seeds."""
+
+    def __init__(self, selection: Selection):
+        self.runs = selection.runs
+        self.done = latest_finished(self.runs)
+        self.seeds = sorted({r.seed for r in self.runs if r.seed is not None}) or [None]
+        self.finished: dict[tuple, list[RunRecord]] = defaultdict(list)
+        for r in self.done:
+            self.finished[(r.dataset, r.eval_protocol, r.arch)].append(r)
+        self.planned: set[tuple] = {(r.dataset, r.eval_protocol, r.arch) for r in self.runs}
+        self.failed = [r for r in self.runs if not r.finished and r.status in ("FAILED", "KILLED")]
+        self.unfinished = [r for r in self.runs if not r.finished and r.status not in ("FAILED", "KILLED")]
+
+    def get(self, dataset: str, protocol: str | None, arch: str) -> list[RunRecord]:
+        if protocol is None:  # any protocol
+            return [r for (d, _, a), runs in self.finished.items() if d == dataset and a == arch for r in runs]
+        return self.finished.get((dataset, protocol, arch), [])
+
+    def is_planned(self, dataset: str, protocol: str | None, arch: str) -> bool:
+        return any(d == dataset and a == arch and protocol in (None, p) for d, p, a in self.planned)
+
+    def protocols(self, dataset: str) -> list[str]:
+        return sorted({p or "" for d, p, _ in self.planned if d == dataset})
+
+
+def _account(table: Table, grid: _Grid, dataset: str, protocol: str | None, archs: Sequence[str]) -> None:
+    """Missing-cell count, not-run note and compute totals of a paper table."""
+    used, missing_by_arch, not_run = [], {}, []
+    for arch in archs:
+        runs = grid.get(dataset, protocol, arch)
+        used += runs
+        if grid.is_planned(dataset, protocol, arch):
+            seeds = {r.seed for r in runs}
+            gap = sum(1 for s in grid.seeds if s not in seeds)
+            if gap:
+                missing_by_arch[arch] = gap
+        elif not arch.startswith("plain") or table.key.startswith(("table2", "table3")):
+            not_run.append(arch)
+    table.missing = sum(missing_by_arch.values())
+    if missing_by_arch:
+        listed = ", ".join(f"{a} ({n})" for a, n in missing_by_arch.items())
+        table.notes.append(f"missing: {table.missing} planned cell(s) without a finished run: {listed}")
+    if not_run:
+        table.notes.append(f"not in this grid: {', '.join(not_run)}")
+    table.worker_hours = _hours(used, C.M_WORKER_HOURS)
+    table.gpu_hours = _hours(used, C.M_GPU_HOURS)
+
+
+def _ours(dataset: str, protocol: str | None, metric: str) -> str:
+    how = paper.EVAL_PROTOCOLS.get(protocol or "", protocol or "eval protocol not tagged")
+    return f"ours: {dataset} {metric} at the last epoch, {how}"
+
+
+def table6(grid: _Grid) -> Table | None:
+    dataset = "cifar10"
+    if not any(d == dataset for d, _, _ in grid.planned):
+        return None
+    extra = {r.depth for r in grid.runs if r.dataset == dataset and r.depth is not None
+             and r.shortcut in ("plain", paper.TABLE6_SHORTCUT)}
+    by_depth = {row.depth: row for row in paper.TABLE6}
+    depths = [row.depth for row in paper.TABLE6] + sorted(extra - set(by_depth))
+    protocols = sorted({p for d, p, _ in grid.planned if d == dataset and p}) or [None]
+    table = Table(
+        "table6", "Table 6: CIFAR-10 test error (%)",
+        f"{_ours(dataset, '/'.join(p or '' for p in protocols) or None, C.M_TEST_ERR)}; "
+        f"paper: {paper.TABLE6_PROTOCOL}",
+        ("layers", "params", "params (paper)", "plain err", "plain err (paper)", "ResNet err",
+         "ResNet err (paper)", "Δ ResNet", "runs", "worker-h", "GPU-h"),
+    )
+    archs = []
+    for depth in depths:
+        plain_arch, res_arch = f"plain{depth}", f"resnet{depth}-{paper.TABLE6_SHORTCUT}"
+        archs += [plain_arch, res_arch]
+        plain_runs, res_runs = grid.get(dataset, None, plain_arch), grid.get(dataset, None, res_arch)
+        planned = sum(grid.is_planned(dataset, None, a) for a in (plain_arch, res_arch)) * len(grid.seeds)
+        ref = by_depth.get(depth)
+        counted = res_runs or plain_runs
+        params = _format_count(int(counted[0].params[C.PARAM_NUM_PARAMS])) if counted and \
+            C.PARAM_NUM_PARAMS in counted[0].params else EMPTY
+        ours_res = stat(res_runs, C.M_TEST_ERR)
+        table.rows.append((
+            depth, params, ref.params if ref else EMPTY, stat(plain_runs, C.M_TEST_ERR), EMPTY, ours_res,
+            ref.resnet if ref else EMPTY, delta(ours_res, ref.resnet.best if ref else None),
+            f"{len(plain_runs) + len(res_runs)}/{planned}" if planned else EMPTY,
+            Hours(_hours(plain_runs + res_runs, C.M_WORKER_HOURS)),
+            Hours(_hours(plain_runs + res_runs, C.M_GPU_HOURS)),
+        ))
+    _account(table, grid, dataset, None, archs)
+    return table
+
+
+def _imagenet_table(grid: _Grid, key: str, title: str, rows: Sequence[paper.ImageNetRow], protocol: str,
+                    paper_protocol: str, with_top5: bool) -> Table | None:
+    dataset = "imagenet"
+    if not any(grid.is_planned(dataset, protocol, row.arch) for row in rows):
+        return None
+    how = _ours(dataset, protocol, "val_err" + (" / val_top5_err" if with_top5 else ""))
+    if protocol != (paper.TABLE4_EVAL_PROTOCOL if key.startswith("table4") else C.EVAL_10CROP):
+        how += " (not the paper's protocol)"
+    columns = ("model", "top-1 err", "top-1 (paper)", "Δ top-1")
+    if with_top5:
+        columns += ("top-5 err", "top-5 (paper)", "Δ top-5")
+    table = Table(f"{key}-{protocol}", title, f"{how}; paper: {paper_protocol}",
+                  columns + ("runs", "worker-h", "GPU-h"))
+    for row in rows:
+        runs = grid.get(dataset, protocol, row.arch)
+        top1 = stat(runs, C.M_VAL_ERR)
+        values: tuple[Any, ...] = (row.label, top1, row.top1, delta(top1, row.top1))
+        if with_top5:
+            top5 = stat(runs, C.M_VAL_TOP5_ERR)
+            values += (top5, row.top5, delta(top5, row.top5))
+        planned = len(grid.seeds) if grid.is_planned(dataset, protocol, row.arch) else 0
+        values += (f"{len(runs)}/{planned}" if planned else EMPTY, Hours(_hours(runs, C.M_WORKER_HOURS)),
+                   Hours(_hours(runs, C.M_GPU_HOURS)))
+        table.rows.append(values)
+    _account(table, grid, dataset, protocol, [row.arch for row in rows])
+    return table
+
+
+def imagenet_tables(grid: _Grid) -> list[Table]:
+    tables = []
+    for protocol in grid.protocols("imagenet"):
+        if protocol == paper.TABLE4_EVAL_PROTOCOL:
+            found = _imagenet_table(grid, "table4", "Table 4: ImageNet single-model error (%), multi-scale",
+                                    paper.TABLE4, protocol, paper.TABLE4_PROTOCOL, with_top5=True)
+            tables += [found] if found else []
+            continue
+        for key, title, rows, text, top5 in (
+            ("table2", "Table 2: ImageNet top-1 error (%), plain vs ResNet", paper.TABLE2, paper.TABLE2_PROTOCOL,
+             False),
+            ("table3", "Table 3: ImageNet error (%), deeper ResNets and shortcut options", paper.TABLE3,
+             paper.TABLE3_PROTOCOL, True),
+        ):
+            found = _imagenet_table(grid, key, title, rows, protocol, text, with_top5=top5)
+            tables += [found] if found else []
+    return tables
+
+
+def _sort_key(value: str | None) -> tuple:
+    if value is None:
+        return (2, 0, "")
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0, value)
+
+
+def pivot(grid: _Grid, rows: str, cols: str, metric: str) -> Table:
+    """Any metric of any grid by two axes; everything else (seeds, ...) is aggregated as best (mean+-std)."""
+    cells: dict[tuple, list[RunRecord]] = defaultdict(list)
+    planned: dict[tuple, set] = defaultdict(set)
+    for r in grid.runs:
+        planned[(r.value(rows), r.value(cols))].add(r.seed)
+    for r in grid.done:
+        cells[(r.value(rows), r.value(cols))].append(r)
+    row_values = sorted({k[0] for k in planned}, key=_sort_key)
+    col_values = sorted({k[1] for k in planned}, key=_sort_key)
+    table = Table("pivot", f"{metric} (%) by {rows} x {cols}", f"ours: {metric} at the last epoch",
+                  (rows, *(f"{cols}={c}" for c in col_values)))
+    for rv in row_values:
+        table.rows.append((rv, *(stat(cells.get((rv, cv), []), metric) for cv in col_values)))
+    table.missing = sum(max(len(grid.seeds) - len(cells.get(key, [])), 0) for key in planned)
+    if table.missing:
+        table.notes.append(f"missing: {table.missing} planned cell(s) without a finished run")
+    table.notes.append("each cell: best (mean±std) over the runs sharing its row and column")
+    table.worker_hours = _hours(grid.done, C.M_WORKER_HOURS)
+    table.gpu_hours = _hours(grid.done, C.M_GPU_HOURS)
+    return table
+
+
+def cells_table(grid: _Grid) -> Table:
+    """Every run of the grid, finished or not: its final errors and the compute it used."""
+    table = Table("cells", "Cells: final errors and compute per run", "ours: last logged value of each metric",
+                  ("run", "arch", "dataset", "seed", "status", "test err", "val err", "worker-h", "GPU-h", "model"))
+    order = sorted(grid.runs, key=lambda r: (r.dataset or "", r.arch, _sort_key(str(r.seed)), r.start_time or 0,
+                                             r.run_id))
+    kept = {r.run_id for r in grid.done}
+    for r in order:
+        status = ("finished" if r.run_id in kept else "superseded") if r.finished else r.status
+        table.rows.append((r.name, r.arch, r.dataset, r.seed, status, r.metric(C.M_TEST_ERR), r.metric(C.M_VAL_ERR),
+                           Hours(r.metric(C.M_WORKER_HOURS) or 0.0), Hours(r.metric(C.M_GPU_HOURS) or 0.0),
+                           ", ".join(r.model_versions) or EMPTY))
+    table.worker_hours = _hours(grid.runs, C.M_WORKER_HOURS)
+    table.gpu_hours = _hours(grid.runs, C.M_GPU_HOURS)
+    counts = f"{len(grid.done)} finished"
+    if len(kept) < sum(r.finished for r in grid.runs):
+        counts += f", {sum(r.finished for r in grid.runs) - len(kept)} superseded by a rerun of the same cell"
+    if grid.failed:
+        counts += f", {len(grid.failed)} failed ({', '.join(sorted(r.name for r in grid.failed))})"
+    if grid.unfinished:
+        counts += f", {len(grid.unfinished)} not finished"
+    table.notes.append(counts)
+    return table
+
+
+def build_tables(selection: Selection, *, rows: str | None = None, cols: str | None = None,
+                 metric: str | None = None) -> list[Table]:
+    """Every table that applies to the selection, paper tables first, then the pivot and the cells."""
+    grid = _Grid(selection)
+    tables = [t for t in [table6(grid)] if t] + imagenet_tables(grid)
+    if rows or cols or not tables:
+        if metric is None:
+            metric = C.M_TEST_ERR if any(r.metric(C.M_TEST_ERR) is not None for r in grid.done) else C.M_VAL_ERR
+        tables.append(pivot(grid, rows or C.PARAM_DEPTH, cols or C.PARAM_SHORTCUT, metric))
+    tables.append(cells_table(grid))
+    return tables
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
