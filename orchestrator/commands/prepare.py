@@ -1,0 +1,63 @@
+"""`resnetctl prepare DATASET --root DIR`: raw data -> FFCV `.beton` files + manifest.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+DATASET_CHOICES = ("cifar10", "cifar100", "imagenet", "digits")
+
+
+@click.command("prepare")
+@click.argument("dataset", type=click.Choice(DATASET_CHOICES))
+@click.option("--root", required=True, type=click.Path(file_okay=False), help="Folder to write the prepared data to.")
+@click.option(
+    "--source", type=click.Path(), default=None,
+    help="Raw data: the parent of cifar-10-batches-py / cifar-100-python, or an ImageNet-style folder "
+    "with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG. Not needed for digits.",
+)
+@click.option("--download", is_flag=True, help="CIFAR only: fetch the archive with torchvision (needs a network).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/val split.")
+@click.option("--max-resolution", type=int, default=None, help="ImageNet: longest stored side (default 256).")
+@click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None, help="ImageNet: JPEG quality (default 90).")
+@click.option(
+    "--write-mode", type=click.Choice(["jpg", "raw", "smart", "proportion"]), default=None,
+    help="ImageNet: how images are stored (default jpg).",
+)
+@click.option("--workers", type=click.IntRange(1), default=None, help="Writer processes (default 2).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def prepare_command(
+    dataset: str, root: str, source: str | None, download: bool, seed: int, max_resolution: int | None,
+    jpeg_quality: int | None, write_mode: str | None, workers: int | None, as_json: bool,
+) -> None:
+    """Write DATASET's splits as FFCV .beton files and a manifest.json into --root.
+
+    Files appear only when every split has been written: a failed run leaves nothing half-written.
+    """
+    from pipelines import DatasetError, prepare_dataset
+
+    options = {
+        key: value
+        for key, value in (
+            ("max_resolution", max_resolution), ("jpeg_quality", jpeg_quality),
+            ("write_mode", write_mode), ("num_workers", workers),
+        )
+        if value is not None
+    }
+    options["progress"] = sys.stderr.isatty()
+    if source is None and dataset in ("cifar10", "cifar100") and download:
+        source = root + "-raw"
+    try:
+        manifest = prepare_dataset(dataset, root, source=source, download=download, seed=seed, **options)
+    except DatasetError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(2) from exc
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+        return
+    splits = ", ".join(f"{name} {info['count']}" for name, info in manifest["splits"].items())
+    click.echo(
+        f"{manifest['dataset']}: {manifest['num_classes']} classes, {manifest['image_size']}px; {splits} -> {root}"
+    )

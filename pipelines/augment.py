@@ -1,0 +1,179 @@
+"""The paper's augmentations, once as FFCV pipeline stages and once per sample for the torch path.
+
+Both paths share the crop geometry (the functions below are plain numpy, compiled by numba
+inside FFCV and called directly by the torch path), so they differ only in JPEG decoder and
+random draws:
+
+- 32x32 data (CIFAR, digits), training: 4-pixel zero pad + random 32 crop + horizontal flip.
+- ImageNet training, "scale" (paper, Sec. 3.4): shorter side random in [256, 480], random 224
+  crop, flip. Cropping a (224 * shorter / s)-pixel square and resizing it to 224 is the same
+  geometry as resizing the shorter side to s and cropping 224, without the large intermediate.
+- ImageNet training, "rrc": torchvision/FFCV RandomResizedCrop (the modern option).
+- Evaluation "center": ImageNet resize 256 + centre 224 crop; 32x32 data as is.
+  "full": ImageNet centre 256x256 square (for the fully-convolutional form); 32x32 as is.
+  "10crop": four corners + centre of a 256 square (32x32: of the 40x40 padded frame) and their
+  mirror images, as (B, 10, C, H, W).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+SMALL_IMAGE = 64  # sides up to this are "CIFAR-like": stored raw, padded-crop augmentation
+CIFAR_PAD = 4
+EVAL_RESIZE = 256
+SCALE_RANGE = (256.0, 480.0)
+EVAL_PROTOCOLS = ("center", "10crop", "full")
+TRAIN_CROPS = ("scale", "rrc")
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """What one loader does to an image, independent of which path implements it."""
+
+    image_size: int  # network input side
+    train: bool
+    eval_protocol: str = "center"
+    train_crop: str = "scale"
+
+    @property
+    def small(self) -> bool:
+        return self.image_size <= SMALL_IMAGE
+
+    @property
+    def decode_size(self) -> int:
+        """Side of the square each sample is decoded to (before any batch-level ten-crop)."""
+        if self.small:
+            return self.image_size
+        if not self.train and self.eval_protocol in ("full", "10crop"):
+            return EVAL_RESIZE
+        return self.image_size
+
+    @property
+    def ten_crop(self) -> bool:
+        return not self.train and self.eval_protocol == "10crop"
+
+
+# ----------------------------------------------------------------------- crop geometry
+
+
+def scale_aug_crop(height, width, scale, ratio):
+    """Random square crop for the paper's scale augmentation: (i, j, h, w) in source pixels.
+
+    scale = (min, max) shorter side after resizing; ratio[0] = output side (224).
+    """
+    shorter = min(height, width)
+    target = np.random.uniform(scale[0], scale[1])
+    side = int(round(ratio[0] * shorter / target))
+    side = max(1, min(side, shorter))
+    i = int(np.random.uniform(0, height - side + 1))
+    j = int(np.random.uniform(0, width - side + 1))
+    return i, j, side, side
+
+
+def center_crop(height, width, ratio):
+    """Centre square of side ratio * shorter side: FFCV's `get_center_crop` geometry."""
+    side = int(ratio * min(height, width))
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def ffcv_image_decoder(view: ViewSpec):
+    """The FFCV decoder (first pipeline stage) that produces a fixed-size uint8 HWC image."""
+    from ffcv.fields.decoders import (
+        CenterCropRGBImageDecoder,
+        RandomResizedCropRGBImageDecoder,
+        SimpleRGBImageDecoder,
+    )
+    from ffcv.fields.rgb_image import ResizedCropRGBImageDecoder
+
+    class ScaleAugRGBImageDecoder(ResizedCropRGBImageDecoder):
+        """Paper scale augmentation as an FFCV decoder (crop + resize in one pass)."""
+
+        def __init__(self, output_size: int, scale_range=SCALE_RANGE):
+            super().__init__((output_size, output_size))
+            self.scale = tuple(float(s) for s in scale_range)
+            self.ratio = (float(output_size), float(output_size))
+
+        @property
+        def get_crop_generator(self):
+            return scale_aug_crop
+
+    if view.small:
+        return SimpleRGBImageDecoder()
+    size = view.decode_size
+    if view.train:
+        if view.train_crop == "rrc":
+            return RandomResizedCropRGBImageDecoder((size, size))
+        return ScaleAugRGBImageDecoder(size)
+    ratio = 1.0 if view.eval_protocol in ("full", "10crop") else view.image_size / EVAL_RESIZE
+    return CenterCropRGBImageDecoder((size, size), ratio=ratio)
+
+
+def ffcv_image_augmentations(view: ViewSpec) -> list:
+    """FFCV stages after the decoder, on uint8 HWC batches."""
+    from ffcv.transforms import RandomHorizontalFlip, RandomTranslate
+
+    ops: list = []
+    if view.train and view.small:
+        ops.append(RandomTranslate(padding=CIFAR_PAD, fill=(0, 0, 0)))
+    if view.train:
+        ops.append(RandomHorizontalFlip())
+    return ops
+
+
+# ----------------------------------------------------------------------- torch path (per sample)
+
+
+def _random_resized_crop(height: int, width: int) -> tuple[int, int, int, int]:
+    from ffcv.fields.rgb_image import get_random_crop
+
+    return get_random_crop(height, width, np.array((0.08, 1.0)), np.array((3 / 4, 4 / 3)))
+
+
+def torch_sample_view(image: np.ndarray, view: ViewSpec, rng: np.random.Generator) -> np.ndarray:
+    """One decoded HxWx3 uint8 image -> the same fixed-size uint8 HWC view FFCV produces."""
+    import cv2
+
+    if not view.small:
+        height, width = image.shape[:2]
+        if view.train and view.train_crop == "rrc":
+            i, j, h, w = _random_resized_crop(height, width)
+        elif view.train:
+            i, j, h, w = scale_aug_crop(height, width, SCALE_RANGE, (float(view.image_size),) * 2)
+        else:
+            ratio = 1.0 if view.eval_protocol in ("full", "10crop") else view.image_size / EVAL_RESIZE
+            i, j, h, w = center_crop(height, width, ratio)
+        size = view.decode_size
+        image = cv2.resize(image[i : i + h, j : j + w], (size, size), interpolation=cv2.INTER_AREA)
+    if view.train and view.small:
+        h, w = image.shape[:2]
+        frame = np.zeros((h + 2 * CIFAR_PAD, w + 2 * CIFAR_PAD, 3), np.uint8)
+        frame[CIFAR_PAD : CIFAR_PAD + h, CIFAR_PAD : CIFAR_PAD + w] = image
+        y, x = rng.integers(0, 2 * CIFAR_PAD + 1, size=2)
+        image = frame[y : y + h, x : x + w]
+    if view.train and rng.random() < 0.5:
+        image = image[:, ::-1]
+    return np.array(image)  # a writable copy, never a view of the memory-mapped file
+
+
+# ----------------------------------------------------------------------- batch level (both paths)
+
+
+def ten_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 10, C, crop, crop): corners, centre, then the same five mirrored."""
+    h, w = images.shape[-2:]
+    top, left = (h - crop) // 2, (w - crop) // 2
+    boxes = [(0, 0), (0, w - crop), (h - crop, 0), (h - crop, w - crop), (top, left)]
+    five = [images[..., y : y + crop, x : x + crop] for y, x in boxes]
+    return torch.stack(five + [c.flip(-1) for c in five], dim=1)
+
+
+def pad_frame(images: torch.Tensor, pad: int, fill: torch.Tensor) -> torch.Tensor:
+    """Pad (B, C, H, W) by `pad` pixels with a per-channel fill value."""
+    b, c, h, w = images.shape
+    out = fill.view(1, c, 1, 1).to(images).expand(b, c, h + 2 * pad, w + 2 * pad).clone()
+    out[..., pad : pad + h, pad : pad + w] = images
+    return out

@@ -1,0 +1,397 @@
+"""Sharded, seeded loaders over a prepared dataset: FFCV `Loader` or a torchvision-style `DataLoader`.
+
+Both paths read the same `.beton` files, visit the same sample order (`shard_positions`), apply
+the same augmentation geometry (`pipelines.augment`) and yield `(images, labels)`: float32 NCHW
+normalised images (or (B, 10, C, H, W) for the 10-crop protocol) and int64 labels.
+
+Iterating a loader once is one epoch; the next `iter()` is the next epoch (reshuffled with
+seed + epoch in training). Build one loader per worker and reuse it: FFCV compiles its
+pipeline with numba when a Loader is created.
+
+FFCV reuses its output buffers: a batch is valid until `batches_ahead` more batches have been
+drawn; `clone()` what you keep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines.augment import (
+    CIFAR_PAD,
+    EVAL_PROTOCOLS,
+    TRAIN_CROPS,
+    ViewSpec,
+    ffcv_image_augmentations,
+    ffcv_image_decoder,
+    pad_frame,
+    ten_crop,
+    torch_sample_view,
+)
+from pipelines.manifest import load_manifest
+
+LOADERS = ("ffcv", "torch")
+NORMALIZATIONS = ("channel", "pixel")
+
+
+def shard_positions(
+    n: int, epoch: int, *, seed: int, rank: int, world_size: int, shuffle: bool, equal_shards: bool
+) -> np.ndarray:
+    """Positions in range(n) this rank visits in this epoch.
+
+    A permutation seeded by seed + epoch (identity when not shuffling) is dealt round-robin to the
+    ranks, so shards are disjoint and together cover the split. With `equal_shards` (training),
+    every rank keeps n // world_size of them so that all ranks run the same number of steps.
+    """
+    order = np.random.default_rng(seed + epoch).permutation(n) if shuffle else np.arange(n)
+    shard = order[rank::world_size]
+    if equal_shards:
+        shard = shard[: n // world_size]
+    return shard
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    path: Path  # the split's .beton
+    manifest: dict
+    root: Path
+    view: ViewSpec
+    batch_size: int
+    rank: int
+    world_size: int
+    seed: int
+    num_workers: int
+    device: torch.device
+    channels_last: bool
+    drop_last: bool
+    normalization: str
+
+    @property
+    def shuffle(self) -> bool:
+        return self.view.train
+
+
+class _Normalizer:
+    """Batch-level work shared by both paths: uint8 -> normalised float, padding, ten-crop, layout."""
+
+    def __init__(self, spec: LoaderSpec):
+        self.spec = spec
+        mean = torch.tensor(spec.manifest["mean"], dtype=torch.float32)
+        std = torch.tensor(spec.manifest["std"], dtype=torch.float32)
+        self.mean, self.std = mean.to(spec.device), std.to(spec.device)
+        self.black = (-mean / std).to(spec.device)  # a zero pixel after normalisation
+        self.pixel_offset = None
+        if spec.normalization == "pixel":
+            image = np.load(spec.root / spec.manifest["mean_image_file"])  # H, W, C (0-255)
+            offset = (torch.from_numpy(image).permute(2, 0, 1) - mean.view(3, 1, 1)) / std.view(3, 1, 1)
+            self.pixel_offset = offset.to(spec.device)
+
+    def from_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) uint8 -> float32, channel-normalised."""
+        return (images.float() - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
+
+    def finish(self, images: torch.Tensor) -> torch.Tensor:
+        """Channel-normalised (B, C, H, W) float -> what the loader yields."""
+        view = self.spec.view
+        if self.pixel_offset is not None:
+            images = images - self.pixel_offset
+        if view.ten_crop:
+            if view.small:
+                images = pad_frame(images, CIFAR_PAD, self.black)
+            return ten_crop(images, view.image_size).contiguous()
+        if self.spec.channels_last:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images.contiguous()
+
+
+class FFCVImageLoader:
+    """An FFCV `Loader` with the paper's augmentations and rank sharding; one `iter()` per epoch."""
+
+    def __init__(self, spec: LoaderSpec):
+        from ffcv.fields.basics import IntDecoder
+        from ffcv.loader import Loader
+        from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
+
+        self.spec = spec
+        self._norm = _Normalizer(spec)
+        on_cpu = spec.device.type == "cpu"
+        image_pipe = [ffcv_image_decoder(spec.view), *ffcv_image_augmentations(spec.view)]
+        if on_cpu:  # normalise in FFCV's compiled code, straight into the float buffer
+            mean = np.array(spec.manifest["mean"], dtype=np.float64)
+            std = np.array(spec.manifest["std"], dtype=np.float64)
+            image_pipe += [NormalizeImage(mean, std, np.float32), ToTensor(), ToTorchImage(channels_last=True)]
+        else:  # ship uint8 to the device, normalise there with torch (no cupy needed)
+            image_pipe += [ToTensor(), ToDevice(spec.device, non_blocking=True), ToTorchImage(channels_last=True)]
+        label_pipe: list = [IntDecoder(), ToTensor()]
+        if not on_cpu:
+            label_pipe.append(ToDevice(spec.device, non_blocking=True))
+        threads = torch.get_num_threads()
+        self._loader = Loader(
+            str(spec.path),
+            batch_size=spec.batch_size,
+            num_workers=spec.num_workers,
+            order=_ShardOrder(spec),
+            seed=spec.seed,
+            drop_last=spec.drop_last,
+            pipelines={"image": image_pipe, "label": label_pipe},
+            os_cache=True,
+        )
+        torch.set_num_threads(threads)  # FFCV sets torch's thread count to its own; keep the trainer's
+        self._torch_threads = threads
+
+    @property
+    def epoch(self) -> int:
+        return self._loader.next_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next `iter()` epoch `epoch` (resuming from a checkpoint)."""
+        self._loader.next_epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        iterator = iter(self._loader)
+        torch.set_num_threads(self._torch_threads)
+        on_cpu = self.spec.device.type == "cpu"
+        for images, labels in iterator:
+            if torch.get_num_threads() != self._torch_threads:
+                torch.set_num_threads(self._torch_threads)
+            if not on_cpu:
+                images = self._norm.from_uint8(images)
+            out = self._norm.finish(images)
+            if out.data_ptr() == images.data_ptr():  # FFCV reuses its buffers: hand out our own
+                out = out.clone(memory_format=torch.preserve_format)
+            yield out, labels.view(-1).clone()
+
+
+def _shard_order_class():
+    from ffcv.traversal_order.base import TraversalOrder
+
+    class ShardOrder(TraversalOrder):
+        """FFCV traversal order over `shard_positions`; FFCV calls the instance with the Loader."""
+
+        def __init__(self, spec: LoaderSpec, loader=None):
+            self.spec = spec
+            if loader is not None:
+                super().__init__(loader)
+
+        def __call__(self, loader) -> ShardOrder:
+            return ShardOrder(self.spec, loader)
+
+        def sample_order(self, epoch: int):
+            s = self.spec
+            positions = shard_positions(
+                len(self.indices), epoch, seed=s.seed, rank=s.rank, world_size=s.world_size,
+                shuffle=s.shuffle, equal_shards=s.drop_last,
+            )
+            return self.indices[positions]
+
+    return ShardOrder
+
+
+def _ShardOrder(spec: LoaderSpec):
+    return _shard_order_class()(spec)
+
+
+# --------------------------------------------------------------------------- torch path
+
+
+class BetonDataset(torch.utils.data.Dataset):
+    """Samples of a `.beton` file read without FFCV's Loader: (HWC uint8 view, label).
+
+    Raw images are memory-mapped; JPEG ones are decoded with OpenCV. The file is opened lazily,
+    once per DataLoader worker process.
+    """
+
+    def __init__(self, path: Path, view: ViewSpec):
+        from ffcv.reader import Reader
+
+        self.path = path
+        self.view = view
+        reader = Reader(str(path))
+        self.names = reader.field_names
+        self.metadata = reader.metadata
+        order = np.argsort(reader.alloc_table["ptr"])
+        self.ptrs = np.ascontiguousarray(reader.alloc_table["ptr"][order])
+        self.sizes = np.ascontiguousarray(reader.alloc_table["size"][order])
+        self._data: np.ndarray | None = None
+        self._rng = np.random.default_rng()
+
+    def __len__(self) -> int:
+        return len(self.metadata)
+
+    def reseed(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def raw(self, index: int) -> tuple[np.ndarray, int]:
+        """The stored image (decoded, before augmentation) and its label."""
+        import cv2
+
+        if self._data is None:
+            self._data = np.memmap(self.path, dtype=np.uint8, mode="r")
+        meta = self.metadata[index]
+        image_meta, label = meta[0], int(meta[1])
+        ptr = image_meta["data_ptr"]
+        size = self.sizes[np.searchsorted(self.ptrs, ptr)]
+        data = self._data[ptr : ptr + size]
+        height, width = int(image_meta["height"]), int(image_meta["width"])
+        if image_meta["mode"] == 1:  # raw
+            image = np.array(data[: height * width * 3]).reshape(height, width, 3)
+        else:
+            image = cv2.cvtColor(cv2.imdecode(np.asarray(data), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        return image, label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.raw(index)
+        return torch.from_numpy(torch_sample_view(image, self.view, self._rng)), label
+
+
+def _seed_worker(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    info.dataset.reseed(torch.initial_seed() % 2**32)
+
+
+class _ShardBatches(torch.utils.data.Sampler):
+    """Batches of `shard_positions` for the epoch the owning loader is on."""
+
+    def __init__(self, spec: LoaderSpec, n: int, owner: TorchImageLoader):
+        self.spec, self.n, self.owner = spec, n, owner
+
+    def _positions(self) -> np.ndarray:
+        s = self.spec
+        return shard_positions(
+            self.n, self.owner.current_epoch, seed=s.seed, rank=s.rank, world_size=s.world_size,
+            shuffle=s.shuffle, equal_shards=s.drop_last,
+        )
+
+    def __iter__(self):
+        positions = self._positions()
+        for start in range(0, len(self), 1):
+            yield positions[start * self.spec.batch_size : (start + 1) * self.spec.batch_size].tolist()
+
+    def __len__(self) -> int:
+        count = len(self._positions())
+        if self.spec.drop_last:
+            return count // self.spec.batch_size
+        return -(-count // self.spec.batch_size)
+
+
+def _collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.stack([image for image, _ in batch]).permute(0, 3, 1, 2)
+    return images, torch.tensor([label for _, label in batch], dtype=torch.int64)
+
+
+class TorchImageLoader:
+    """A `torch.utils.data.DataLoader` over the same `.beton`, order and augmentations as FFCV."""
+
+    def __init__(self, spec: LoaderSpec):
+        self.spec = spec
+        self._norm = _Normalizer(spec)
+        self.dataset = BetonDataset(spec.path, spec.view)
+        self.dataset.reseed(spec.seed * 1000 + spec.rank)
+        self.current_epoch = 0
+        self._next_epoch = 0
+        self._batches = _ShardBatches(spec, len(self.dataset), self)
+        workers = max(0, spec.num_workers)
+        self._loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=self._batches,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=spec.device.type == "cuda",
+            worker_init_fn=_seed_worker if workers else None,
+            persistent_workers=False,
+        )
+
+    @property
+    def epoch(self) -> int:
+        return self._next_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self._next_epoch = epoch
+
+    def __len__(self) -> int:
+        self.current_epoch = self._next_epoch
+        return len(self._batches)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.current_epoch = self._next_epoch
+        self._next_epoch += 1
+        device = self.spec.device
+        non_blocking = device.type == "cuda"
+        for images, labels in self._loader:
+            images = images.to(device, non_blocking=non_blocking)
+            labels = labels.to(device, non_blocking=non_blocking)
+            yield self._norm.finish(self._norm.from_uint8(images)), labels
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def build_loader(
+    root: str | Path,
+    split: str,
+    *,
+    batch_size: int,
+    train: bool,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    loader: str = "ffcv",
+    num_workers: int = 1,
+    device: str = "cpu",
+    channels_last: bool = False,
+    eval_protocol: str = "center",
+    drop_last: bool | None = None,
+    train_crop: str = "scale",
+    normalization: str = "channel",
+) -> Any:
+    """A loader for `split` of the dataset prepared in `root`, for this rank of `world_size`.
+
+    train=True: paper training augmentation, reshuffled every epoch (seed + epoch), equal
+    disjoint shards, drop_last by default. train=False: sequential order, no augmentation,
+    `eval_protocol` in center | 10crop | full, shards that together cover the split.
+    train_crop (ImageNet): "scale" (paper) or "rrc" (RandomResizedCrop); normalization:
+    "channel" (mean/std) or "pixel" (per-pixel mean image, 32x32 data only).
+    """
+    manifest = load_manifest(root)
+    root = Path(root)
+    if split not in manifest["splits"]:
+        raise ValueError(f"split {split!r} not in {root} (has {', '.join(manifest['splits'])})")
+    if loader not in LOADERS:
+        raise ValueError(f"loader must be one of {LOADERS}, not {loader!r}")
+    if eval_protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f"eval_protocol must be one of {EVAL_PROTOCOLS}, not {eval_protocol!r}")
+    if train_crop not in TRAIN_CROPS:
+        raise ValueError(f"train_crop must be one of {TRAIN_CROPS}, not {train_crop!r}")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, not {normalization!r}")
+    if normalization == "pixel" and ("mean_image_file" not in manifest or (not train and eval_protocol == "10crop")):
+        raise ValueError("normalization='pixel' needs 32x32 data with a mean image, and no 10-crop evaluation")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, not {batch_size}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    view = ViewSpec(int(manifest["image_size"]), train, eval_protocol, train_crop)
+    spec = LoaderSpec(
+        path=root / manifest["splits"][split]["file"],
+        manifest=manifest,
+        root=root,
+        view=view,
+        batch_size=batch_size,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+        num_workers=num_workers,
+        device=torch.device(device),
+        channels_last=channels_last,
+        drop_last=train if drop_last is None else drop_last,
+        normalization=normalization,
+    )
+    return FFCVImageLoader(spec) if loader == "ffcv" else TorchImageLoader(spec)
