@@ -70,6 +70,7 @@ def run_name(arch: str, dataset: str, seed: int) -> str:
     """The MLflow run / Tune trial name of a cell: "resnet56-A-cifar10-s0"."""
     return f"{arch}-{dataset}-s{seed}"
 
+
 # --- values of TAG_EVAL_PROTOCOL and TAG_STATUS (added for the report) ------------------
 EVAL_CENTER = "center"
 EVAL_10CROP = "10crop"

@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import statistics
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -72,13 +73,16 @@ def _log_cell(client, experiment_id: str, *, grid: str, arch: str, depth: int, s
     return run.info.run_id
 
 
-def fill_store(uri: str) -> dict[str, str]:
-    """Fill the store; returns a few run ids the tests look up."""
+def fill_store(uri: str, artifacts: Path) -> dict[str, str]:
+    """Fill the store (artifacts under `artifacts`, never the cwd); returns run ids the tests look up."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
+
+    def create_experiment(name: str) -> str:
+        return client.create_experiment(name, artifact_location=(artifacts / name).as_uri())
     ids: dict[str, str] = {}
-    cifar = client.create_experiment(CIFAR_GRID)
+    cifar = create_experiment(CIFAR_GRID)
     # a superseded run (logged first, rerun below) of resnet20-A seed 0 (same cell id): must not count
     ids["stale"] = _log_cell(client, cifar, grid=CIFAR_GRID, arch="resnet20-A", depth=20, shortcut="A",
                              dataset="cifar10", seed=0, final={C.M_TEST_ERR: 55.0, C.M_VAL_ERR: 55.0},
@@ -103,11 +107,11 @@ def fill_store(uri: str) -> dict[str, str]:
     # a stray run of another grid inside this experiment
     _log_cell(client, cifar, grid=OTHER_GRID, arch="resnet20-A", depth=20, shortcut="A", dataset="cifar10", seed=0,
               final={C.M_TEST_ERR: 77.0, C.M_VAL_ERR: 77.0}, protocol=C.EVAL_FULL, hours=100.0)
-    other = client.create_experiment(OTHER_GRID)
+    other = create_experiment(OTHER_GRID)
     _log_cell(client, other, grid=OTHER_GRID, arch="resnet32-A", depth=32, shortcut="A", dataset="cifar10", seed=0,
               final={C.M_TEST_ERR: 66.0, C.M_VAL_ERR: 66.0}, protocol=C.EVAL_FULL)
 
-    imagenet = client.create_experiment(IMAGENET_GRID)
+    imagenet = create_experiment(IMAGENET_GRID)
     for arch, depth, shortcut, top1 in (("plain18", 18, "plain", 30.0), ("resnet18-A", 18, "A", 29.0),
                                         ("plain34", 34, "plain", 31.0), ("resnet34-A", 34, "A", 26.0),
                                         ("resnet34-B", 34, "B", 25.5), ("resnet50-B", 50, "B", 24.0)):
@@ -119,7 +123,7 @@ def fill_store(uri: str) -> dict[str, str]:
         final={C.M_VAL_ERR: 21.0, C.M_VAL_TOP5_ERR: 5.5}, protocol=C.EVAL_MULTISCALE, hours=3.0,
         cell_id="resnet50-B-multiscale")
 
-    digits = client.create_experiment(DIGITS_GRID)
+    digits = create_experiment(DIGITS_GRID)
     for depth in (8, 14):
         for shortcut in ("plain", "A"):
             for seed in (0, 1):
@@ -131,7 +135,7 @@ def fill_store(uri: str) -> dict[str, str]:
     client.create_registered_model("cifar10-resnet56-A")
     client.create_model_version("cifar10-resnet56-A", "file:///tmp/model", run_id=ids["resnet56-A-s0"])
     client.create_model_version("cifar10-resnet56-A", "file:///tmp/model", run_id=ids["resnet56-A-s1"])
-    deleted = client.create_run(client.create_experiment("deleted-grid"), tags={C.TAG_GRID: "deleted-grid"})
+    deleted = client.create_run(create_experiment("deleted-grid"), tags={C.TAG_GRID: "deleted-grid"})
     client.delete_run(deleted.info.run_id)
     return ids
 
@@ -140,7 +144,7 @@ def fill_store(uri: str) -> dict[str, str]:
 def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("report-store") / "mlflow.db"
     uri = f"sqlite:///{path}"
-    ids = fill_store(uri)
+    ids = fill_store(uri, path.parent / "artifacts")
     return uri, ids, path
 
 
@@ -348,3 +352,28 @@ def test_bad_selection_and_unknown_schema_exit_2(store, tmp_path):
         conn.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
     result = _report(f"sqlite:///{newer}", "--grid", CIFAR_GRID)
     assert result.exit_code == 2 and "MLflow schema revision ffffffffffff is unknown" in result.output
+
+
+@pytest.mark.slow
+def test_a_real_mlflow_server_gives_the_same_report(store, tmp_path):
+    from cluster.mlflow_server import start_mlflow_server
+    from cluster.net import free_port
+    from cluster.processes import stop_process_group
+
+    uri, _, path = store
+    copy = tmp_path / "served.db"
+    shutil.copy(path, copy)
+    server = start_mlflow_server(f"sqlite:///{copy}", state_dir=tmp_path / "server", port=free_port())
+    try:
+        assert server.url.startswith("http://127.0.0.1:")
+        for grid in (CIFAR_GRID, IMAGENET_GRID):
+            over_http = _report(server.url, "--grid", grid, "--format", "json")
+            direct = _report(uri, "--grid", grid, "--format", "json")
+            assert over_http.exit_code == 0, over_http.output
+            assert json.loads(over_http.output) == json.loads(direct.output)
+        client, sql = ClientReader(server.url), SqlReader(uri)
+        ids = [r.run_id for r in select_runs(sql, grid=CIFAR_GRID).runs]
+        assert client.histories(ids, (C.M_TEST_ERR,)) == sql.histories(ids, (C.M_TEST_ERR,))
+        assert _report(server.url, "--grid", "nope").exit_code == 2
+    finally:
+        stop_process_group(server.pid)

@@ -1,0 +1,207 @@
+"""Benchmark: `resnetctl report` via SQL against the same tables built with mlflow.search_runs.
+
+Builds a SQLite MLflow store with 1,000 finished runs (10 CIFAR networks x 100 seeds, each with
+per-epoch metrics and one layer-response value per 3x3 conv) by direct SQL that mirrors what
+MLflow writes, checks that MLflow reads it back, then times, in one process:
+
+  sql          the report's SQL path (open store, select runs, all tables, Markdown)
+  client       the report's MLflow-client path (MlflowClient.search_runs pages), same tables
+  search_runs  mlflow.search_runs(...) as a pandas DataFrame turned into the same tables
+
+and prints each, and the ratios. Target: sql < 1 s and >= 10x faster than search_runs.
+
+    .venv/bin/python benchmarks/report.py [--runs 1000] [--epochs 20] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from orchestrator import conventions as C  # noqa: E402
+from orchestrator.report.records import RunRecord, Selection  # noqa: E402
+from orchestrator.report.render import to_markdown  # noqa: E402
+from orchestrator.report.source import open_reader, select_runs  # noqa: E402
+from orchestrator.report.tables import build_tables  # noqa: E402
+
+GRID = "bench-table6"
+ARCHS = [(d, s) for s in ("plain", "A") for d in (20, 32, 44, 56, 110)]
+
+
+def build_store(db: Path, runs: int, epochs: int) -> tuple[str, list[str]]:
+    """Create the schema with MLflow, then bulk-insert runs exactly as MLflow lays them out."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(tracking_uri=uri)  # runs MLflow's migrations: the schema is MLflow's own
+    experiment_id = int(client.create_experiment(GRID, artifact_location=(db.parent / "artifacts").as_uri()))
+    rng = random.Random(0)
+    now = int(time.time() * 1000)
+    run_rows, tag_rows, param_rows, metric_rows, latest_rows, ids = [], [], [], [], [], []
+    for index in range(runs):
+        depth, shortcut = ARCHS[index % len(ARCHS)]
+        seed = index // len(ARCHS)
+        arch = f"plain{depth}" if shortcut == "plain" else f"resnet{depth}-{shortcut}"
+        run_id, name = uuid.uuid4().hex, C.run_name(arch, "cifar10", seed)
+        ids.append(run_id)
+        start = now + index * 10
+        run_rows.append((run_id, name, "UNKNOWN", "", "", "bench", "FINISHED", start, start + 5, "", "active",
+                         f"{(db.parent / 'artifacts').as_uri()}/{run_id}/artifacts", experiment_id))
+        tags = {C.TAG_GRID: GRID, C.TAG_CELL_ID: f"{arch}-{seed}", C.TAG_ARCH: arch, C.TAG_DATASET: "cifar10",
+                C.TAG_EVAL_PROTOCOL: C.EVAL_FULL, C.axis_tag("depth"): str(depth),
+                C.axis_tag("shortcut"): shortcut, C.axis_tag("seed"): str(seed), C.TAG_STATUS: C.STATUS_FINISHED,
+                "mlflow.runName": name, "mlflow.user": "bench"}
+        tag_rows += [(k, v, run_id) for k, v in tags.items()]
+        params = {C.PARAM_DEPTH: depth, C.PARAM_SHORTCUT: shortcut, C.PARAM_SEED: seed, C.PARAM_DATASET: "cifar10",
+                  C.PARAM_NUM_PARAMS: 270_000 * depth // 20, C.PARAM_MULT_ADDS: 41_000_000 * depth // 20,
+                  "lr": 0.1, "batch_size": 128, "momentum": 0.9, "weight_decay": 0.0001}
+        param_rows += [(k, str(v), run_id) for k, v in params.items()]
+        final = (6 + depth / 20 if shortcut == "plain" else 9 - depth / 40) + rng.gauss(0, 0.2)
+        latest: dict[str, tuple] = {}
+        for epoch in range(1, epochs + 1):  # history rows; latest_metrics keeps the last step of each key
+            gap = (epochs - epoch) * 2.0
+            values = {C.M_TRAIN_LOSS: 2.0 / epoch, C.M_TRAIN_ERR: final - 3 + gap, C.M_VAL_ERR: final + 0.3 + gap,
+                      C.M_VAL_TOP5_ERR: 0.5 + gap / 5, C.M_TEST_ERR: final + gap, C.M_TEST_TOP5_ERR: 0.4 + gap / 5,
+                      C.M_LR: 0.1, C.M_IMAGES_PER_S: 2000.0 + rng.random(), C.M_ITERATION: 391.0 * epoch}
+            for key, value in values.items():
+                metric_rows.append((key, value, start + epoch, run_id, epoch, 0))
+                latest[key] = (key, value, start + epoch, epoch, 0, run_id)
+        for key, value in ((C.M_WORKER_HOURS, 0.01 * depth), (C.M_GPU_HOURS, 0.005 * depth)):
+            latest[key] = (key, value, start + epochs + 1, 0, 0, run_id)
+            metric_rows.append((key, value, start + epochs + 1, run_id, 0, 0))
+        for layer in range(depth - 2):
+            value = (1.0 if shortcut == "plain" else 0.5) + 0.1 * rng.random()
+            metric_rows.append((C.M_LAYER_RESPONSE, value, start + epochs + 1, run_id, layer, 0))
+        latest[C.M_LAYER_RESPONSE] = (C.M_LAYER_RESPONSE, value, start + epochs + 1, depth - 3, 0, run_id)
+        latest_rows += latest.values()
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, "
+            "start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", run_rows)
+        conn.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)", tag_rows)
+        conn.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)", param_rows)
+        conn.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", metric_rows)
+        conn.executemany("INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", latest_rows)
+    print(f"store: {runs} runs, {len(metric_rows)} metric rows, {len(tag_rows)} tags, {len(param_rows)} params")
+    return uri, ids
+
+
+def verify_through_mlflow(uri: str, ids: list[str], runs: int, epochs: int) -> None:
+    """The bulk-inserted store must read back through MLflow exactly as if MLflow had logged it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(GRID)
+    found = client.search_runs([experiment.experiment_id], f"tags.`{C.TAG_GRID}` = '{GRID}'", max_results=50_000)
+    assert len(found) == runs, len(found)
+    run = client.get_run(ids[7])
+    assert run.info.status == "FINISHED" and run.data.tags[C.TAG_STATUS] == C.STATUS_FINISHED
+    assert run.data.params[C.PARAM_DEPTH] == str(ARCHS[7][0])
+    history = client.get_metric_history(ids[7], C.M_TEST_ERR)
+    assert [m.step for m in history] == list(range(1, epochs + 1))
+    assert history[-1].value == run.data.metrics[C.M_TEST_ERR]
+    assert len(client.get_metric_history(ids[7], C.M_LAYER_RESPONSE)) == ARCHS[7][0] - 2
+    mlflow.set_tracking_uri(uri)
+    assert len(mlflow.search_runs([experiment.experiment_id])) == runs
+    print("verified: search_runs, get_run, get_metric_history read the bulk-inserted store back")
+
+
+def report_sql(uri: str) -> str:
+    reader = open_reader(uri)
+    selection = select_runs(reader, grid=GRID)
+    return to_markdown(selection, build_tables(selection))
+
+
+def report_client(uri: str) -> str:
+    from orchestrator.report.query_client import ClientReader
+
+    reader = ClientReader(uri)
+    selection = select_runs(reader, grid=GRID)
+    return to_markdown(selection, build_tables(selection))
+
+
+def report_search_runs(uri: str) -> str:
+    """The same tables, from the DataFrame `mlflow.search_runs` returns."""
+    import math
+
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(GRID)
+    frame = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.`{C.TAG_GRID}` = '{GRID}'",
+                               max_results=50_000)
+    records = []
+    for row in frame.to_dict("records"):
+        def section(prefix: str, row=row) -> dict:
+            return {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)
+                    and v is not None and not (isinstance(v, float) and math.isnan(v))}
+        records.append(RunRecord(
+            run_id=row["run_id"], name=row.get("tags.mlflow.runName") or "", experiment_id=row["experiment_id"],
+            status=row["status"], start_time=int(row["start_time"].timestamp() * 1000),
+            end_time=int(row["end_time"].timestamp() * 1000), tags=section("tags."), params=section("params."),
+            metrics={k: float(v) for k, v in section("metrics.").items()},
+        ))
+    selection = Selection(experiment=GRID, grid=GRID, runs=tuple(records))
+    return to_markdown(selection, build_tables(selection))
+
+
+def timed(fn, uri: str, repeat: int) -> tuple[float, str]:
+    best, text = float("inf"), ""
+    for _ in range(repeat):
+        start = time.perf_counter()
+        text = fn(uri)
+        best = min(best, time.perf_counter() - start)
+    return best, text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", type=Path, default=None, help="build the store here and keep it")
+    args = parser.parse_args()
+    root = args.keep or Path(tempfile.mkdtemp(prefix="report-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        start = time.perf_counter()
+        uri, ids = build_store(root / "mlflow.db", args.runs, args.epochs)
+        print(f"built in {time.perf_counter() - start:.1f} s")
+        verify_through_mlflow(uri, ids, args.runs, args.epochs)
+        sql_s, sql_text = timed(report_sql, uri, args.repeat)
+        client_s, client_text = timed(report_client, uri, args.repeat)
+        search_s, search_text = timed(report_search_runs, uri, args.repeat)
+        assert sql_text == client_text, "SQL and client paths disagree"
+        table6 = sql_text.split("## Cells")[0]
+        assert table6 == search_text.split("## Cells")[0], "SQL and search_runs tables disagree"
+        print(f"report via SQL           : {sql_s:8.3f} s  (best of {args.repeat}; {len(sql_text)} chars)")
+        print(f"same tables, MlflowClient: {client_s:8.3f} s  ({client_s / sql_s:5.1f}x the SQL path)")
+        print(f"same tables, search_runs : {search_s:8.3f} s  ({search_s / sql_s:5.1f}x the SQL path)")
+        cli = [str(Path(sys.executable).with_name("resnetctl")), "report", "--tracking-uri", uri, "--grid", GRID]
+        start = time.perf_counter()
+        subprocess.run(cli, check=True, stdout=subprocess.DEVNULL)
+        print(f"`resnetctl report` CLI   : {time.perf_counter() - start:8.3f} s  (new process, imports included)")
+        print(f"target: SQL < 1 s: {'yes' if sql_s < 1 else 'NO'}; >= 10x faster than search_runs: "
+              f"{'yes' if search_s / sql_s >= 10 else 'NO'}")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
