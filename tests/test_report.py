@@ -377,3 +377,25 @@ def test_a_real_mlflow_server_gives_the_same_report(store, tmp_path):
         assert _report(server.url, "--grid", "nope").exit_code == 2
     finally:
         stop_process_group(server.pid)
+
+
+@pytest.mark.slow
+def test_postgresql_store_reads_the_same_as_sqlite(store, tmp_path):
+    from cluster.postgres import PostgresServer, find_pg_bin
+
+    if find_pg_bin() is None:
+        pytest.skip("Debian's postgresql package is not installed")
+    uri, _, _ = store
+    pg = PostgresServer.create(tmp_path / "pg").start()
+    try:
+        fill_store(pg.uri, tmp_path / "artifacts")
+        reader = SqlReader(pg.uri)
+        assert reader.workspaces and set(reader.grids()) == {CIFAR_GRID, OTHER_GRID, IMAGENET_GRID, DIGITS_GRID}
+        for grid in (CIFAR_GRID, IMAGENET_GRID):
+            on_pg = _report(pg.uri, "--grid", grid, "--format", "json")
+            assert on_pg.exit_code == 0, on_pg.output
+            assert json.loads(on_pg.output) == json.loads(_report(uri, "--grid", grid, "--format", "json").output)
+        by_sql, by_client = select_runs(reader, grid=CIFAR_GRID), select_runs(ClientReader(pg.uri), grid=CIFAR_GRID)
+        assert to_json(by_sql, build_tables(by_sql)) == to_json(by_client, build_tables(by_client))
+    finally:
+        pg.remove()

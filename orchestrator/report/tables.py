@@ -107,8 +107,8 @@ class _Grid:
         for r in self.done:
             self.finished[(r.dataset, r.eval_protocol, r.arch)].append(r)
         self.planned: set[tuple] = {(r.dataset, r.eval_protocol, r.arch) for r in self.runs}
-        self.failed = [r for r in self.runs if not r.finished and r.status in ("FAILED", "KILLED")]
-        self.unfinished = [r for r in self.runs if not r.finished and r.status not in ("FAILED", "KILLED")]
+        self.failed = [r for r in self.runs if not r.finished and _failed(r)]
+        self.unfinished = [r for r in self.runs if not r.finished and not _failed(r)]
 
     def get(self, dataset: str, protocol: str | None, arch: str) -> list[RunRecord]:
         if protocol is None:  # any protocol
@@ -120,6 +120,10 @@ class _Grid:
 
     def protocols(self, dataset: str) -> list[str]:
         return sorted({p or "" for d, p, _ in self.planned if d == dataset})
+
+
+def _failed(run: RunRecord) -> bool:
+    return run.status in ("FAILED", "KILLED") or run.tags.get(C.TAG_STATUS) == "failed"
 
 
 def _account(table: Table, grid: _Grid, dataset: str, protocol: str | None, archs: Sequence[str]) -> None:
