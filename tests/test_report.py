@@ -33,6 +33,7 @@ CIFAR_GRID = "cifar10-table6"
 IMAGENET_GRID = "imagenet-tables"
 DIGITS_GRID = "digits-quick"
 OTHER_GRID = "cifar10-other"
+FAILED_GRID = "all-failed"
 
 
 def final_cifar_err(depth: int, shortcut: str, seed: int) -> float:
@@ -131,6 +132,11 @@ def fill_store(uri: str, artifacts: Path) -> dict[str, str]:
                 _log_cell(client, digits, grid=DIGITS_GRID, arch=arch, depth=depth, shortcut=shortcut,
                           dataset="digits", seed=seed, final={C.M_TEST_ERR: depth / 2 + seed, C.M_VAL_ERR: 1.0},
                           protocol=C.EVAL_FULL, finished=not (depth == 14 and shortcut == "A" and seed == 1))
+
+    failed = create_experiment(FAILED_GRID)
+    _log_cell(client, failed, grid=FAILED_GRID, arch="resnet20-A", depth=20, shortcut="A", dataset="cifar10",
+              seed=0, final={C.M_TEST_ERR: 90.0, C.M_VAL_ERR: 90.0}, protocol=C.EVAL_FULL, finished=False,
+              failed=True)
 
     client.create_registered_model("cifar10-resnet56-A")
     client.create_model_version("cifar10-resnet56-A", "file:///tmp/model", run_id=ids["resnet56-A-s0"])
@@ -281,6 +287,19 @@ def test_pivot_for_any_grid(store):
     assert rows["A"]["depth=110"] == "6.75 (6.95±0.28)" and rows["plain"]["depth=110"] == "–"
 
 
+def test_grids_without_finished_runs_report_empty_marks_not_crashes(store):
+    uri, _, _ = store
+    result = _report(uri, "--grid", FAILED_GRID)
+    assert result.exit_code == 0, result.output
+    rows = _md_rows(result.output, "Table 6: CIFAR-10 test error (%)")
+    assert rows["20"]["ResNet err"] == "–" and rows["20"]["runs"] == "0/1" and rows["20"]["ResNet err (paper)"] == "8.75"
+    assert "missing: 1 planned cell(s) without a finished run: resnet20-A (1)" in result.output
+    assert "0 finished, 1 failed (resnet20-A-cifar10-s0)" in result.output
+    empty = _report(uri, "--experiment", "Default", "--format", "json")
+    assert empty.exit_code == 0, empty.output
+    assert json.loads(empty.output)["runs"] == 0
+
+
 def test_html_is_one_self_contained_page_with_figures(store, tmp_path):
     uri, _, _ = store
     result = _report(uri, "--grid", CIFAR_GRID, "--format", "html", "--out", str(tmp_path))
@@ -320,7 +339,8 @@ def test_sql_and_client_paths_give_identical_tables(store):
     uri, _, _ = store
     sql, client = SqlReader(uri), ClientReader(uri)
     assert sql.experiments() == client.experiments()
-    assert sql.grids() == client.grids() == {CIFAR_GRID: 15, OTHER_GRID: 2, IMAGENET_GRID: 7, DIGITS_GRID: 8}
+    assert sql.grids() == client.grids() == {CIFAR_GRID: 15, OTHER_GRID: 2, IMAGENET_GRID: 7, DIGITS_GRID: 8,
+                                                                 FAILED_GRID: 1}
     for grid in (CIFAR_GRID, IMAGENET_GRID, DIGITS_GRID):
         a, b = select_runs(sql, grid=grid), select_runs(client, grid=grid)
         assert sorted(a.runs, key=lambda r: r.run_id) == sorted(b.runs, key=lambda r: r.run_id)
@@ -335,7 +355,7 @@ def test_bad_selection_and_unknown_schema_exit_2(store, tmp_path):
     for args, message in (
         (["--grid", "nope"], "--grid 'nope': no such experiment"),
         (["--experiment", "nope"], "--experiment 'nope': no such experiment"),
-        ([], "give --grid or --experiment: the store holds 4 grids"),
+        ([], "give --grid or --experiment: the store holds 5 grids"),
         (["--experiment", CIFAR_GRID], f"holds runs of grids {OTHER_GRID}, {CIFAR_GRID}"),
     ):
         result = _report(uri, *args)
@@ -390,7 +410,8 @@ def test_postgresql_store_reads_the_same_as_sqlite(store, tmp_path):
     try:
         fill_store(pg.uri, tmp_path / "artifacts")
         reader = SqlReader(pg.uri)
-        assert reader.workspaces and set(reader.grids()) == {CIFAR_GRID, OTHER_GRID, IMAGENET_GRID, DIGITS_GRID}
+        assert reader.workspaces and set(reader.grids()) == {CIFAR_GRID, OTHER_GRID, IMAGENET_GRID, DIGITS_GRID,
+                                                                      FAILED_GRID}
         for grid in (CIFAR_GRID, IMAGENET_GRID):
             on_pg = _report(pg.uri, "--grid", grid, "--format", "json")
             assert on_pg.exit_code == 0, on_pg.output
