@@ -72,16 +72,21 @@ class Cell:
     train: TrainConfig
     resources: Resources = field(default_factory=Resources)
     axes: tuple[tuple[str, Any], ...] = ()  # the grid axes that produced this cell, in order
+    # training-field axes in the name ("lr0.05"), so cells differing only in them get distinct names
+    label: str = ""
 
     @property
     def name(self) -> str:
-        return f"{self.arch}-{self.dataset}-s{self.seed}"
+        base = f"{self.arch}-{self.dataset}-s{self.seed}"
+        return f"{base}-{self.label}" if self.label else base
 
     @property
     def cell_id(self) -> str:
         """Stable 12-hex id of what is trained (resources excluded: they change where, not what)."""
         payload = dataclasses.asdict(self)
         payload.pop("resources")
+        if not payload["label"]:
+            payload.pop("label")  # ids of unlabelled cells stay what they were before labels existed
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

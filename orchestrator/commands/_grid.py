@@ -1,0 +1,96 @@
+"""The front door every grid-taking command shares: load, expand and check, or exit 2 with one message.
+
+Everything a bad grid can get wrong is found here, before Ray or MLflow is imported: the file,
+its fields, the depths, the cell count and the prepared data the cells will read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import click
+
+from orchestrator.cells import Cell
+from orchestrator.expand import MAX_CELLS, count_cells, expand_cells
+from orchestrator.spec import GridError, GridSpec, load_grid
+
+CELL_LIMIT = 512  # more cells than this need --yes: a product of long axes is easy to write by mistake
+
+
+def fail(message: str) -> None:
+    """Print one error line to stderr and exit with status 2 (click's status for bad usage)."""
+    click.echo(f"Error: {message}", err=True)
+    raise SystemExit(2)
+
+
+def _manifest_module() -> ModuleType:
+    """pipelines.manifest without running pipelines/__init__.py, which imports torch and FFCV.
+
+    The module is registered under its own name, so a later `import pipelines` reuses it (and its
+    DatasetError class) instead of loading a second copy.
+    """
+    if "pipelines.manifest" in sys.modules:
+        return sys.modules["pipelines.manifest"]
+    path = Path(__file__).resolve().parents[2] / "pipelines" / "manifest.py"
+    spec = importlib.util.spec_from_file_location("pipelines.manifest", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pipelines.manifest"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_prepared_data(spec: GridSpec) -> dict[str, dict]:
+    """Each dataset's manifest, checked against the grid; GridError naming the path otherwise."""
+    manifest_module = _manifest_module()
+    load_manifest, DatasetError = manifest_module.load_manifest, manifest_module.DatasetError  # noqa: N806
+    manifests = {}
+    for name in spec.datasets():
+        path = spec.dataset.path_for(name) or spec.dataset.path
+        field = ("dataset", "paths", name) if name in spec.dataset.paths else ("dataset", "path")
+        try:
+            manifest = load_manifest(path)
+        except DatasetError as exc:
+            raise spec.error(field, str(exc)) from None
+        if manifest.get("dataset") != name:
+            raise spec.error(field, f"{path} holds prepared {manifest.get('dataset')!r} data, not {name!r}")
+        if "train" not in manifest["splits"]:
+            raise spec.error(field, f"{path}: the manifest has no 'train' split")
+        manifests[name] = manifest
+    return manifests
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict:
+    """pipelines.manifest.load_manifest, torch-free (see _manifest_module); raises its DatasetError."""
+    return _manifest_module().load_manifest(path)
+
+
+def load_cells(
+    path: str | os.PathLike[str], *, yes: bool = False, check_data: bool = True
+) -> tuple[GridSpec, list[Cell]]:
+    """load_grid + the cell-count limit + expand_cells + the prepared-data check; raises GridError."""
+    spec = load_grid(path)
+    count = count_cells(spec)
+    if count > CELL_LIMIT and not yes:
+        raise spec.error(("grid",), f"expands to {count} cells, more than {CELL_LIMIT}; pass --yes to run them all")
+    cells = expand_cells(spec, limit=MAX_CELLS)
+    if check_data:
+        check_prepared_data(spec)
+    return spec, cells
+
+
+def load_cells_or_exit(
+    path: str | os.PathLike[str], *, yes: bool = False, check_data: bool = True
+) -> tuple[GridSpec, list[Cell]]:
+    """Like load_cells, but a bad grid or data folder prints one error and exits with status 2."""
+    try:
+        return load_cells(path, yes=yes, check_data=check_data)
+    except GridError as exc:
+        fail(str(exc))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+__all__ = ["CELL_LIMIT", "check_prepared_data", "fail", "load_cells", "load_cells_or_exit", "read_manifest"]

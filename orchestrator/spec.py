@@ -1,0 +1,511 @@
+"""`grid.yaml` -> a validated `GridSpec`, or one `GridError` naming the file, line and field.
+
+The file is read as UTF-8, parsed with PyYAML's safe loader (plain data only: no object tags)
+and validated by strict pydantic models that forbid unknown keys. Every error message looks
+like ``grid.yaml:12: grid.depth[2]: 57 is not a valid CIFAR depth (6n+2: 20, 32, 44, ...)`` so
+the user can jump to the line. Nothing here imports torch, Ray or MLflow: a bad grid is
+refused before any of them start.
+
+`grid` is either one mapping of axes (their Cartesian product is the set of cells) or a list
+of such mappings (the union of their products), which is how a grid says "ResNet-18/34 with
+A, B and C, but ResNet-50/101/152 with B only" (paper Table 3).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator
+
+from models.names import IMAGENET_STAGE_BLOCKS, SHORTCUTS
+from orchestrator.presets import DATASETS, VARIANT_OF
+
+MAX_FILE_BYTES = 1 << 20  # a grid is a page of YAML, not a data file
+MAX_AXIS_VALUES = 10_000
+MAX_DEPTH = 10_000  # ResNet-1202 is the paper's deepest; this only refuses absurd numbers
+MAX_COUNT = 100_000_000  # iterations, milestones and other counters
+CIFAR_DEPTH_EXAMPLES = "20, 32, 44, 56, 110, 1202, ..."
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+
+DatasetName = Literal["cifar10", "cifar100", "imagenet", "digits"]
+ShortcutName = Literal["plain", "A", "B", "C"]
+assert set(DATASETS) == set(DatasetName.__args__) and set(SHORTCUTS) == set(ShortcutName.__args__)
+
+Loc = tuple[str | int, ...]
+
+
+class GridError(ValueError):
+    """Bad grid input; the message is ready to print: "FILE:LINE: FIELD: what is wrong"."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.source = source
+        self.line = line
+        self.field = field
+
+    @classmethod
+    def at(cls, source: str, line: int | None, field: str | None, text: str) -> GridError:
+        where = f"{source}:{line}" if line else source
+        message = f"{where}: {field}: {text}" if field else f"{where}: {text}"
+        return cls(message, source=source, line=line, field=field)
+
+
+# ----------------------------------------------------------------------------- models
+class _Strict(BaseModel):
+    # strict: YAML already typed the values, so "128" stays a string and is refused as a batch size
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+PositiveInt = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Rate = Annotated[float, Field(gt=0, le=100)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Depth = Annotated[int, Field(ge=1, le=MAX_DEPTH)]
+
+
+def _path_string(value: Any) -> Path:
+    """A path as the user typed it, made absolute against the current working directory."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be a path string (got {type(value).__name__})")
+    if not value.strip() or "\x00" in value:
+        raise ValueError("must be a non-empty path")
+    return Path(os.path.abspath(os.path.expanduser(value)))
+
+
+class DatasetSpec(_Strict):
+    """Which prepared data the cells train on; `paths` names one folder per dataset of a dataset axis."""
+
+    name: DatasetName | None = None
+    path: Path | None = None
+    paths: dict[DatasetName, Path] = Field(default_factory=dict)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _resolve_path(cls, value: Any) -> Any:
+        return None if value is None else _path_string(value)
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _resolve_paths(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: _path_string(path) for key, path in value.items()}
+        return value
+
+    def path_for(self, dataset: str) -> Path | None:
+        if dataset in self.paths:
+            return self.paths[dataset]
+        return self.path if self.name in (None, dataset) else None
+
+
+class TrainOverrides(_Strict):
+    """Overrides of the dataset's paper preset; one field per `cells.TrainConfig` field.
+
+    A field left out keeps the preset's value; `null` sets it to None where TrainConfig allows it
+    (e.g. `warmup_lr: null` turns the ResNet-110 warm-up off).
+    """
+
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = None
+    lr: Rate = None
+    momentum: Fraction = None
+    weight_decay: Fraction = None
+    nesterov: bool = None
+    iterations: PositiveInt | None = None
+    epochs: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    lr_milestones: Annotated[list[PositiveInt], Field(max_length=100)] = None
+    lr_gamma: Annotated[float, Field(gt=0, le=1)] = None
+    lr_on_plateau: bool = None
+    plateau_patience: Annotated[int, Field(ge=1, le=10_000)] = None
+    warmup_lr: Rate | None = None
+    warmup_iterations: Count = None
+    warmup_until_train_err: Annotated[float, Field(ge=0, le=100)] | None = None
+    eval_every_iterations: PositiveInt | None = None
+    amp: Literal["off", "bf16", "fp16"] = None
+    channels_last: bool = None
+    loader: Literal["ffcv", "torch"] = None
+    num_workers: Annotated[int, Field(ge=0, le=256)] = None
+    eval_protocol: Literal["center", "10crop", "full"] = None
+    zero_init_residual: bool = None
+    stride_in_1x1: bool = None
+    max_train_batches: PositiveInt | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The fields the file set, as TrainConfig keyword arguments (lists become tuples)."""
+        return {name: _freeze(getattr(self, name)) for name in self.model_fields_set}
+
+
+def _axis(item: Any) -> Any:
+    return Annotated[list[item], Field(min_length=1, max_length=MAX_AXIS_VALUES)] | None
+
+
+# The axes a grid may take products over: the cell's identity, then any training field.
+CELL_AXES: tuple[str, ...] = ("depth", "shortcut", "dataset", "seed")
+TRAIN_AXES: tuple[str, ...] = tuple(TrainOverrides.model_fields)
+AXES: tuple[str, ...] = CELL_AXES + TRAIN_AXES
+
+
+def _train_axis_item(name: str) -> Any:
+    info = TrainOverrides.model_fields[name]
+    return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+
+
+class _CellAxes(_Strict):
+    """One block of axes; every list must be non-empty. `depth` is required."""
+
+    depth: Annotated[list[Depth], Field(min_length=1, max_length=MAX_AXIS_VALUES)]
+    shortcut: _axis(ShortcutName) = None
+    dataset: _axis(DatasetName) = None
+    seed: _axis(Seed) = None
+
+    def values(self) -> dict[str, list[Any]]:
+        """The axes this block sets, in the canonical order of AXES (stable cell ids and names)."""
+        return {name: getattr(self, name) for name in AXES if name in self.model_fields_set}
+
+
+# the training-field axes are declared from TrainOverrides so the two can never drift apart
+GridAxes = create_model(
+    "GridAxes",
+    __base__=_CellAxes,
+    __doc__=_CellAxes.__doc__,
+    **{name: (_axis(_train_axis_item(name)), None) for name in TRAIN_AXES},
+)
+
+
+class ResourcesSpec(_Strict):
+    workers_per_cell: Annotated[int, Field(ge=1, le=4096)] = 1
+    use_gpu: bool = False
+    cpus_per_worker: Annotated[float, Field(gt=0, le=1024)] = 1.0
+    max_concurrent_cells: Annotated[int, Field(ge=1, le=100_000)] = 1
+
+
+class TrackingSpec(_Strict):
+    """Where MLflow writes; None means MLFLOW_TRACKING_URI or `sqlite:///mlflow.db` in the cwd."""
+
+    uri: str | None = None
+    experiment: str | None = None  # None: the grid's name
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme = value.split("://", 1)[0].split("+", 1)[0].lower() if "://" in value else ""
+        if scheme not in TRACKING_SCHEMES:
+            raise ValueError(f"{value!r} is not an MLflow tracking URI (schemes: {', '.join(TRACKING_SCHEMES)})")
+        return value
+
+    @field_validator("experiment")
+    @classmethod
+    def _non_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be a non-empty experiment name")
+        return value
+
+
+class GridSpec(_Strict):
+    """A validated grid file. Build it with `load_grid` (or `parse_grid` for data already loaded)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    dataset: DatasetSpec
+    grid: Annotated[list[GridAxes], Field(min_length=1, max_length=1000)]
+    train: TrainOverrides = Field(default_factory=TrainOverrides)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    _source: str = PrivateAttr(default="<grid>")
+    _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
+    _grid_is_list: bool = PrivateAttr(default=False)
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _one_block_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def datasets(self) -> list[str]:
+        """Every dataset a cell of this grid trains on, in first-use order."""
+        names: list[str] = []
+        for block in self.grid:
+            for name in block.dataset or [self.dataset.name]:
+                if name not in names:
+                    names.append(name)
+        return names
+
+    def error(self, loc: Loc, text: str) -> GridError:
+        """A GridError at `loc` (a path into the file, as in `grid[0].depth[2]`) with its line."""
+        raw = _raw_loc(loc, self._grid_is_list)
+        return GridError.at(self._source, _line_of(self._lines, raw), _format_loc(raw), text)
+
+
+def _freeze(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+# ----------------------------------------------------------------------------- YAML
+def _read_text(path: Path, source: str) -> str:
+    try:
+        if path.is_dir():
+            raise GridError(f"{source}: is a folder, not a grid file", source=source)
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise GridError(f"{source}: no such grid file", source=source) from None
+    except OSError as exc:
+        raise GridError(f"{source}: cannot read the grid file ({exc.strerror})", source=source) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise GridError(f"{source}: grid file is larger than {MAX_FILE_BYTES // 1024} KiB", source=source)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise GridError.at(
+            source, line, None, f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+def _yaml_error(source: str, text: str, exc: yaml.YAMLError) -> GridError:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text[: exc.position].count("\n") + 1
+        return GridError.at(source, line, None, f"YAML: character {exc.character!r} is not allowed")
+    if isinstance(exc, yaml.constructor.ConstructorError) and "constructor for the tag" in str(exc.problem):
+        tag = str(exc.problem).split("tag", 1)[1].strip().strip("'")
+        line = mark.line + 1 if mark else None
+        return GridError.at(source, line, None, f"YAML tag {tag!r} is not allowed: a grid file is plain data")
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    text_ = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+    return GridError.at(source, mark.line + 1 if mark else None, None, text_)
+
+
+def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str, seen: set[int]) -> None:
+    """Record the line of every key and item; refuse duplicate and non-scalar keys."""
+    if id(node) in seen:  # an alias: walked once already (and cycles end here)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise GridError.at(source, line, _format_loc(loc) or None, "keys must be plain names")
+            key = key_node.value
+            if key in keys:
+                raise GridError.at(
+                    source, line, _format_loc((*loc, key)), f"duplicate key (first given on line {keys[key]})"
+                )
+            keys[key] = line
+            lines[(*loc, key)] = line
+            _walk(value_node, (*loc, key), lines, source, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[(*loc, index)] = item.start_mark.line + 1
+            _walk(item, (*loc, index), lines, source, seen)
+
+
+def load_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
+    """Safe-load one YAML document; return the data and the line of every key/item path."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise GridError(f"{source}: the grid file is empty", source=source)
+        lines: dict[Loc, int] = {(): node.start_mark.line + 1}
+        _walk(node, (), lines, source, set())
+        data = loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(source, text, exc) from None
+    except RecursionError:
+        raise GridError(f"{source}: the YAML nests too deeply", source=source) from None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+# ----------------------------------------------------------------------------- errors
+def _format_loc(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _raw_loc(loc: Loc, grid_is_list: bool) -> Loc:
+    """Map a model path (grid is always a list there) back to the file's shape."""
+    if not grid_is_list and len(loc) >= 2 and loc[0] == "grid" and loc[1] == 0:
+        return ("grid", *loc[2:])
+    return loc
+
+
+def _line_of(lines: dict[Loc, int], loc: Loc) -> int | None:
+    while loc not in lines and loc:
+        loc = loc[:-1]
+    return lines.get(loc)
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "dataset": DatasetSpec,
+    "grid": GridAxes,
+    "train": TrainOverrides,
+    "resources": ResourcesSpec,
+    "tracking": TrackingSpec,
+}
+
+
+def _allowed_keys(parent: Loc) -> list[str]:
+    model: type[BaseModel] = GridSpec
+    if parent:
+        model = _SECTIONS.get(str(parent[0]), GridSpec)
+    if model is DatasetSpec and len(parent) >= 2 and parent[1] == "paths":
+        return list(DATASETS)
+    return list(model.model_fields)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(error: dict[str, Any], raw: Loc) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(raw[:-1])
+        close = difflib.get_close_matches(str(raw[-1]), allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown key; {hint}allowed: {', '.join(allowed)}"
+    if kind == "missing":
+        return "required"
+    message = error["msg"]
+    message = re.sub(r"^Input should be ", "must be ", message)
+    message = re.sub(r"^Value error, ", "", message)
+    if kind in ("list_type", "dict_type", "model_type") and raw and raw[0] == "grid":
+        message += " (an axis is a list of values, e.g. [20, 32])" if kind == "list_type" else ""
+    if kind.startswith(("missing", "value_error")) and "input" not in error:
+        return message
+    return f"{message} (got {_short(error.get('input'))})"
+
+
+def _validation_error(exc: ValidationError, source: str, lines: dict[Loc, int], grid_is_list: bool) -> GridError:
+    errors = exc.errors(include_url=False)
+    located = []
+    for error in errors:
+        raw = _raw_loc(tuple(error["loc"]), grid_is_list)
+        if error["type"] == "missing" and raw and raw[0] == "grid" and len(raw) >= 2 and raw[-1] == "depth":
+            error = {**error, "msg": "required"}
+        located.append((_line_of(lines, raw) or 0, raw, error))
+    located.sort(key=lambda item: item[0])
+    line, raw, error = located[0]
+    text = _describe(error, raw)
+    if len(located) > 1:
+        text += f" (and {len(located) - 1} more error{'s' if len(located) > 2 else ''})"
+    field = _format_loc(raw) or None
+    return GridError.at(source, line or None, field, text)
+
+
+# ----------------------------------------------------------------------------- checks
+def _cifar_depth_ok(depth: int) -> bool:
+    return depth >= 8 and (depth - 2) % 6 == 0
+
+
+def depth_problem(depth: int, variant: str, shortcut: str | None = None) -> str | None:
+    """Why `depth` (with `shortcut`) is not a network models can build for `variant`, or None.
+
+    The same rules as models.resnet.resolve_arch, kept torch-free; a test checks they agree.
+    """
+    if variant == "cifar" and not _cifar_depth_ok(depth):
+        return f"{depth} is not a valid CIFAR depth (6n+2: {CIFAR_DEPTH_EXAMPLES})"
+    if variant == "imagenet":
+        if depth not in IMAGENET_STAGE_BLOCKS:
+            allowed = ", ".join(map(str, IMAGENET_STAGE_BLOCKS))
+            return f"{depth} is not an ImageNet depth ({allowed})"
+        if shortcut == "A" and depth >= 50:
+            return f"option A is not defined for bottleneck ResNets (depth {depth}); use B or C"
+    return None
+
+
+def _check(spec: GridSpec) -> GridSpec:
+    """Cross-field rules pydantic cannot see: datasets and their paths, depths, duplicates."""
+    data = spec.dataset
+    for b, block in enumerate(spec.grid):
+        for axis, values in block.values().items():
+            first: dict[Any, int] = {}
+            for i, value in enumerate(values):
+                key = (type(value).__name__, _freeze(value))
+                if key in first:
+                    raise spec.error(("grid", b, axis, i), f"{_short(value)} repeats {axis}[{first[key]}]")
+                first[key] = i
+            if axis in spec.train.model_fields_set:
+                raise spec.error(("grid", b, axis), f"also set in train.{axis}; give it in one place")
+        if block.dataset is None and data.name is None:
+            raise spec.error(("dataset", "name"), "required (or give a grid.dataset axis)")
+        if block.dataset is not None and data.name is not None and data.name not in block.dataset:
+            raise spec.error(("dataset", "name"), f"{data.name!r} is not one of the grid's dataset axis values")
+    datasets = spec.datasets()
+    for name in datasets:
+        if data.path_for(name) is None and not (len(datasets) == 1 and data.path is not None):
+            field = ("dataset", "path") if len(datasets) == 1 else ("dataset", "paths", name)
+            raise spec.error(field, f"required: where `resnetctl prepare {name}` wrote the data")
+    for name in data.paths:
+        if name not in datasets:
+            raise spec.error(("dataset", "paths", name), "no cell of this grid trains on this dataset")
+    for b, block in enumerate(spec.grid):
+        variants = sorted({VARIANT_OF[name] for name in (block.dataset or datasets)})
+        shortcuts = block.shortcut or [None]
+        for i, depth in enumerate(block.depth):
+            for variant in variants:
+                problem = depth_problem(depth, variant)
+                if problem:
+                    raise spec.error(("grid", b, "depth", i), problem)
+            if "imagenet" in variants and depth >= 50 and "A" in shortcuts:
+                j = shortcuts.index("A")
+                raise spec.error(("grid", b, "shortcut", j), depth_problem(depth, "imagenet", "A") + (
+                    "; split the grid into blocks (a list under `grid:`) to use A with 18/34 only"
+                ))
+    if spec.train.iterations is not None and spec.train.epochs is not None:
+        raise spec.error(("train", "epochs"), "give either train.iterations or train.epochs, not both")
+    updates: dict[str, Any] = {}
+    if data.name is None or data.path is None:
+        updates = {"name": data.name or datasets[0], "path": data.path or data.path_for(datasets[0])}
+    if updates:
+        spec.dataset = data.model_copy(update=updates)
+    return spec
+
+
+# ----------------------------------------------------------------------------- entry points
+def parse_grid(data: Any, source: str = "<grid>", lines: dict[Loc, int] | None = None) -> GridSpec:
+    """Validate already-loaded grid data; `lines` (from load_yaml) puts line numbers in errors."""
+    lines = lines or {}
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else type(data).__name__
+        raise GridError.at(source, lines.get(()), None, f"a grid file is a mapping of sections, not {kind}")
+    grid_is_list = isinstance(data.get("grid"), list)
+    try:
+        spec = GridSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, source, lines, grid_is_list) from None
+    except RecursionError:
+        raise GridError(f"{source}: the YAML nests too deeply (recursive alias?)", source=source) from None
+    spec._source = source
+    spec._lines = lines
+    spec._grid_is_list = grid_is_list
+    return _check(spec)
+
+
+def load_grid(path: str | os.PathLike[str]) -> GridSpec:
+    """Read, parse and validate a grid file; raises GridError with file, line and field."""
+    source = os.fspath(path)
+    text = _read_text(Path(source), source)
+    data, lines = load_yaml(text, source)
+    return parse_grid(data, source, lines)

@@ -1,0 +1,209 @@
+"""The grid file -> GridSpec -> cells: presets, overrides, axes, ids, and the paper's example grids."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cells import TrainConfig
+from orchestrator.expand import count_cells, expand_cells
+from orchestrator.spec import GridError, TrainOverrides, depth_problem, load_grid
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def write_grid(tmp_path: Path, body: str, name: str = "grid.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+BASE = """\
+name: t
+dataset: {name: cifar10, path: data/c10}
+grid:
+  depth: [20, 110]
+  shortcut: [plain, A]
+"""
+
+
+def test_overrides_mirror_train_config():
+    assert set(TrainOverrides.model_fields) == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+@pytest.mark.parametrize(
+    ("example", "count", "some_names"),
+    [
+        ("quickstart.yaml", 4, {"plain8-digits-s0", "resnet20-A-digits-s0"}),
+        ("cifar10-table6.yaml", 14, {"plain56-cifar10-s0", "resnet110-A-cifar10-s4", "resnet1202-A-cifar10-s0"}),
+        ("imagenet-table3.yaml", 11, {"plain18-imagenet-s0", "resnet34-C-imagenet-s0", "resnet152-B-imagenet-s0"}),
+    ],
+)
+def test_examples_expand(example, count, some_names):
+    spec = load_grid(EXAMPLES / example)
+    cells = expand_cells(spec)
+    names = [cell.name for cell in cells]
+    assert len(cells) == count == count_cells(spec)
+    assert len(set(names)) == count and len({c.cell_id for c in cells}) == count
+    assert some_names <= set(names)
+
+
+def test_quickstart_is_small_and_local():
+    spec = load_grid(EXAMPLES / "quickstart.yaml")
+    assert spec.dataset.name == "digits" and spec.dataset.path == Path.cwd() / "data" / "digits"
+    assert spec.resources.workers_per_cell == 1 and spec.resources.max_concurrent_cells == 2
+    assert not spec.resources.use_gpu
+    for cell in expand_cells(spec):
+        assert cell.variant == "cifar" and cell.depth <= 20
+        assert cell.train.epochs is not None and cell.train.epochs <= 5 and cell.train.iterations is None
+
+
+def test_cifar_preset_and_warmup(tmp_path):
+    cells = {c.name: c for c in expand_cells(load_grid(write_grid(tmp_path, BASE)))}
+    r20, r110 = cells["resnet20-A-cifar10-s0"].train, cells["resnet110-A-cifar10-s0"].train
+    for train in (r20, r110):
+        assert (train.batch_size, train.lr, train.momentum, train.weight_decay) == (128, 0.1, 0.9, 1e-4)
+        assert train.iterations == 64_000 and train.epochs is None and train.lr_milestones == (32_000, 48_000)
+    assert r20.warmup_lr is None and r20.warmup_iterations == 0
+    assert (r110.warmup_lr, r110.warmup_iterations, r110.warmup_until_train_err) == (0.01, 400, 80.0)
+    assert cells["plain110-cifar10-s0"].train.warmup_lr == 0.01
+
+
+def test_imagenet_preset_and_milestones_turn_plateau_off(tmp_path):
+    body = "name: t\ndataset: {name: imagenet, path: d}\ngrid: {depth: [34]}\n"
+    (cell,) = expand_cells(load_grid(write_grid(tmp_path, body)))
+    assert cell.arch == "resnet34-B" and cell.variant == "imagenet"
+    t = cell.train
+    assert (t.batch_size, t.lr, t.iterations, t.lr_on_plateau, t.eval_protocol) == (256, 0.1, 600_000, True, "10crop")
+    body += "train: {epochs: 90, lr_milestones: [30, 60]}\n"
+    (cell,) = expand_cells(load_grid(write_grid(tmp_path, body)))
+    assert cell.train.epochs == 90 and cell.train.iterations is None
+    assert cell.train.lr_milestones == (30, 60) and not cell.train.lr_on_plateau
+
+
+def test_schedule_override_keeps_milestone_fractions(tmp_path):
+    spec = load_grid(write_grid(tmp_path, BASE + "train: {epochs: 20}\n"))
+    for cell in expand_cells(spec):
+        assert cell.train.epochs == 20 and cell.train.iterations is None
+        assert cell.train.lr_milestones == (10, 15)  # 32k/64k and 48k/64k of 20 epochs
+    spec = load_grid(write_grid(tmp_path, BASE + "train: {iterations: 1000}\n"))
+    assert {c.train.lr_milestones for c in expand_cells(spec)} == {(500, 750)}
+
+
+def test_training_field_axis_and_labels(tmp_path):
+    spec = load_grid(write_grid(tmp_path, BASE + "  lr: [0.1, 0.05]\n  seed: [0, 1]\n"))
+    cells = expand_cells(spec)
+    assert len(cells) == 16
+    names = {c.name for c in cells}
+    assert len(names) == 16
+    assert "resnet20-A-cifar10-s1-lr0.05" in names
+    cell = next(c for c in cells if c.name == "resnet20-A-cifar10-s1-lr0.05")
+    assert cell.train.lr == 0.05 and dict(cell.axes) == {"depth": 20, "shortcut": "A", "seed": 1, "lr": 0.05}
+
+
+def test_cell_ids_are_stable(tmp_path):
+    first = {c.name: c.cell_id for c in expand_cells(load_grid(write_grid(tmp_path, BASE)))}
+    again = {c.name: c.cell_id for c in expand_cells(load_grid(write_grid(tmp_path, BASE)))}
+    assert first == again
+    # resources change where a cell runs, not what it trains
+    more = BASE + "resources: {workers_per_cell: 2, max_concurrent_cells: 3}\n"
+    assert {c.name: c.cell_id for c in expand_cells(load_grid(write_grid(tmp_path, more)))} == first
+    # one more value on an axis adds cells and keeps the old ones' ids
+    wider = BASE.replace("[20, 110]", "[20, 110, 32]")
+    grown = {c.name: c.cell_id for c in expand_cells(load_grid(write_grid(tmp_path, wider)))}
+    assert len(grown) == 6 and all(grown[name] == cell_id for name, cell_id in first.items())
+    # a training override is part of what is trained
+    changed = {c.name: c.cell_id for c in expand_cells(load_grid(write_grid(tmp_path, BASE + "train: {lr: 0.2}\n")))}
+    assert set(changed) == set(first) and not set(changed.values()) & set(first.values())
+
+
+def test_cells_round_trip_through_dicts():
+    from orchestrator.cells import Cell
+
+    for cell in expand_cells(load_grid(EXAMPLES / "cifar10-table6.yaml")):
+        back = Cell.from_dict(json.loads(json.dumps(cell.to_dict())))
+        assert back == cell and back.cell_id == cell.cell_id
+
+
+def test_dataset_axis_needs_a_path_per_dataset(tmp_path):
+    body = """\
+    name: t
+    dataset:
+      paths: {cifar10: d/c10, cifar100: d/c100}
+    grid:
+      depth: [20]
+      dataset: [cifar10, cifar100]
+    """
+    spec = load_grid(write_grid(tmp_path, body))
+    cells = expand_cells(spec)
+    assert [(c.dataset, Path(c.dataset_path).name) for c in cells] == [("cifar10", "c10"), ("cifar100", "c100")]
+    assert spec.dataset.name == "cifar10"
+    with pytest.raises(GridError, match=r"grid.yaml:3: dataset.paths.cifar100: required"):
+        load_grid(write_grid(tmp_path, body.replace(", cifar100: d/c100", "")))
+
+
+def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "grids").mkdir()
+    grid = write_grid(tmp_path / "grids", BASE)
+    monkeypatch.chdir(tmp_path)
+    assert load_grid(grid).dataset.path == tmp_path / "data" / "c10"  # not grids/data/c10
+
+
+def test_depth_rules_match_the_model_builder():
+    from models.resnet import resolve_arch
+
+    for variant in ("cifar", "imagenet"):
+        for depth in range(1, 160):
+            for shortcut in ("plain", "A", "B"):
+                try:
+                    resolve_arch(depth, residual=shortcut != "plain", shortcut=shortcut, variant=variant)
+                    builds = True
+                except ValueError:
+                    builds = False
+                assert (depth_problem(depth, variant, shortcut) is None) == builds, (variant, depth, shortcut)
+
+
+def test_analytic_multiply_adds_match_the_models():
+    from models.measure import count_multiply_adds, summarize
+    from models.names import parse_arch
+    from orchestrator.commands.plan import multiply_adds
+
+    cases = [("cifar", "resnet20-A"), ("cifar", "plain32"), ("cifar", "resnet56-B"), ("cifar", "resnet44-C"),
+             ("imagenet", "plain18"), ("imagenet", "resnet34-C"), ("imagenet", "resnet50-B")]
+    for variant, name in cases:
+        depth, _, shortcut = parse_arch(name, variant=variant)
+        classes = 10 if variant == "cifar" else 1000
+        assert multiply_adds(depth, shortcut, variant, classes) == summarize(name, variant).mult_adds, name
+
+    import torch
+
+    from models.resnet import build_model
+
+    with torch.device("meta"):
+        model = build_model(50, shortcut="C", variant="imagenet", stride_in_1x1=False, num_classes=100)
+    assert multiply_adds(50, "C", "imagenet", 100, stride_in_1x1=False) == count_multiply_adds(model)
+
+
+def test_grid_loading_imports_nothing_heavy(tmp_path):
+    grid = write_grid(tmp_path, BASE)
+    code = textwrap.dedent(f"""
+        import sys
+        from click.testing import CliRunner
+        from orchestrator.cli import main
+        from orchestrator.commands._grid import load_cells_or_exit
+        spec, cells = load_cells_or_exit({str(grid)!r}, check_data=False)
+        result = CliRunner().invoke(main, ["plan", {str(grid)!r}, "--no-check-data", "--json"])
+        assert result.exit_code == 0, result.output
+        heavy = sorted(m for m in ("torch", "ray", "mlflow", "ffcv", "numba", "sqlalchemy") if m in sys.modules)
+        print(len(cells), heavy)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "4 []"
