@@ -329,6 +329,12 @@ def test_figures_have_the_papers_lines(store):
         assert list(line.get_xdata()) == [100.0, 200.0, 300.0]  # iterations, not epochs
     (test56,) = [ln for ln in resnet.get_lines() if ln.get_label() == "resnet56-A test_err"]
     assert list(test56.get_ydata()) == pytest.approx([27.8, 17.8, 7.8])  # mean of the two finished seeds
+    imagenet = build_figures(select_runs(reader, grid=IMAGENET_GRID).runs, reader)
+    assert sorted(imagenet) == ["fig4_imagenet_curves"]
+    plain, resnet = imagenet["fig4_imagenet_curves"].axes
+    assert len(plain.get_lines()) == 4 and len(resnet.get_lines()) == 10  # resnet50-B: centre and multiscale
+    assert {ln.get_label() for ln in resnet.get_lines()} >= {"resnet50-B (center) val_err",
+                                                             "resnet50-B (multiscale) val_err"}
     original, ordered = figures["fig7_cifar10_layer_responses"].axes
     assert len(original.get_lines()) == len(ordered.get_lines()) == 5
     (r56,) = [ln for ln in ordered.get_lines() if ln.get_label() == "resnet56-A"]

@@ -46,8 +46,10 @@ def training_curves(dataset: str, runs: Sequence[RunRecord], histories: Historie
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     groups: dict[bool, dict[str, list[RunRecord]]] = {False: defaultdict(list), True: defaultdict(list)}
+    several = len({run.eval_protocol for run in runs}) > 1  # never average across evaluation protocols
     for run in runs:
-        groups[run.shortcut != "plain"][run.arch].append(run)
+        label = f"{run.arch} ({run.eval_protocol})" if several else run.arch
+        groups[run.shortcut != "plain"][label].append(run)
     for ax, residual in zip(axes, (False, True), strict=True):
         arch_runs = groups[residual]
         for index, arch in enumerate(_depth_order(arch_runs)):
