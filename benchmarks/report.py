@@ -192,6 +192,13 @@ def main() -> None:
         print(f"report via SQL           : {sql_s:8.3f} s  (best of {args.repeat}; {len(sql_text)} chars)")
         print(f"same tables, MlflowClient: {client_s:8.3f} s  ({client_s / sql_s:5.1f}x the SQL path)")
         print(f"same tables, search_runs : {search_s:8.3f} s  ({search_s / sql_s:5.1f}x the SQL path)")
+        from orchestrator.report.figures import build_figures, png_bytes
+
+        start = time.perf_counter()
+        reader = open_reader(uri)
+        drawn = {name: png_bytes(fig) for name, fig in build_figures(select_runs(reader, grid=GRID).runs,
+                                                                     reader).items()}
+        print(f"figures (not in target)  : {time.perf_counter() - start:8.3f} s  ({', '.join(drawn)})")
         cli = [str(Path(sys.executable).with_name("resnetctl")), "report", "--tracking-uri", uri, "--grid", GRID]
         start = time.perf_counter()
         subprocess.run(cli, check=True, stdout=subprocess.DEVNULL)
