@@ -1,0 +1,254 @@
+"""MLflow bookkeeping for cells: one run per cell, found again by its `cell_id` tag.
+
+The driver resolves the store URI (made absolute, so Ray workers with other working
+directories write the same store), creates the schema and the experiment once, and opens
+or reuses each cell's run. Rank 0 of a cell's Train workers writes per-epoch metrics with
+`log_batch` through `CellRunLogger`, skipping epochs the run already holds, so a resumed
+cell continues its own run and every epoch's metrics exist exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator import conventions as cv
+from orchestrator.cells import Cell
+
+DEFAULT_DB_NAME = "mlflow.db"
+STATUS_FINISHED = "finished"
+STATUS_RUNNING = "running"
+STATUS_FAILED = "failed"
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def absolute_sqlite_uri(uri: str, base: str | Path | None = None) -> str:
+    """Rewrite `sqlite:///relative.db` to `sqlite:////abs/relative.db` (relative to `base` or cwd)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return uri
+    path = uri[len(prefix):]
+    if path.startswith("/") or path == ":memory:" or not path:
+        return uri
+    root = Path(base) if base is not None else Path.cwd()
+    return prefix + str((root / path).resolve())
+
+
+def resolve_tracking_uri(grid_uri: str | None = None, *, cwd: str | Path | None = None) -> str:
+    """The store a grid tracks into: the grid's URI > MLFLOW_TRACKING_URI > ./mlflow.db, made absolute."""
+    root = Path(cwd) if cwd is not None else Path.cwd()
+    uri = grid_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root.resolve() / DEFAULT_DB_NAME}"
+    if "://" not in uri:  # a bare path: MLflow's file store is deprecated, so treat it as a SQLite file
+        uri = f"sqlite:///{uri}"
+    return absolute_sqlite_uri(uri, root)
+
+
+def default_artifact_location(uri: str, experiment: str) -> str | None:
+    """Beside a SQLite file: `<dir>/mlruns/<experiment>`; elsewhere let the server/store decide."""
+    if uri.startswith("sqlite:////"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlruns" / experiment).as_uri()
+    return None
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Create the store's schema (first connection does it) and the experiment; return its id.
+
+    Called once in the driver before any trial starts, so concurrent writers never race on
+    schema creation or on creating the same experiment.
+    """
+    client = _client(uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=default_artifact_location(uri, name))
+
+
+def find_cell_run(uri: str, experiment_id: str, cell_id: str):
+    """The run of one cell (by its `cell_id` tag), or None. Prefers a finished run over others."""
+    runs = _client(uri).search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{cv.TAG_CELL_ID}` = '{cell_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    if not runs:
+        return None
+    for run in runs:
+        if run.data.tags.get(cv.TAG_STATUS) == STATUS_FINISHED:
+            return run
+    return runs[0]
+
+
+def is_finished(run) -> bool:
+    return run is not None and run.data.tags.get(cv.TAG_STATUS) == STATUS_FINISHED
+
+
+def finished_cell_ids(uri: str, experiment_id: str) -> set[str]:
+    """Cell ids whose run is finished: a resubmit skips these."""
+    runs = _client(uri).search_runs(
+        [experiment_id], filter_string=f"tags.`{cv.TAG_STATUS}` = '{STATUS_FINISHED}'", max_results=50000,
+    )
+    return {r.data.tags[cv.TAG_CELL_ID] for r in runs if cv.TAG_CELL_ID in r.data.tags}
+
+
+def cell_tags(cell: Cell) -> dict[str, str]:
+    """Grid, cell id, arch, dataset, eval protocol, and one tag per grid axis."""
+    tags = {
+        cv.TAG_GRID: cell.grid,
+        cv.TAG_CELL_ID: cell.cell_id,
+        cv.TAG_ARCH: cell.arch,
+        cv.TAG_DATASET: cell.dataset,
+        cv.TAG_EVAL_PROTOCOL: cell.train.eval_protocol,
+        cv.TAG_STATUS: STATUS_RUNNING,
+    }
+    for axis, value in cell.axes:
+        tags[cv.axis_tag(axis)] = str(value)
+    return tags
+
+
+def cell_params(cell: Cell) -> dict[str, str]:
+    """The resolved config, flattened: what is trained, plus the resources it ran with."""
+    params = {
+        cv.PARAM_DEPTH: cell.depth,
+        cv.PARAM_SHORTCUT: cell.shortcut,
+        cv.PARAM_SEED: cell.seed,
+        cv.PARAM_DATASET: cell.dataset,
+        "arch": cell.arch,
+        "variant": cell.variant,
+        "dataset_path": cell.dataset_path,
+    }
+    for key, value in cell.to_dict()["train"].items():
+        params[f"train.{key}"] = list(value) if isinstance(value, tuple) else value
+    for key, value in cell.to_dict()["resources"].items():
+        params[f"resources.{key}"] = value
+    return {k: str(v)[:6000] for k, v in params.items()}
+
+
+def open_cell_run(uri: str, experiment_id: str, cell: Cell, *, restart: bool = False) -> str:
+    """Return the run id the cell trains into: its own unfinished run, or a new one.
+
+    A finished run is only replaced when `restart` is set (the old one is deleted so the
+    cell still has exactly one run). An unfinished run (crashed driver, killed job) is
+    reused and set back to RUNNING, so a resumed cell never gets a duplicate run.
+    """
+    from mlflow.entities import Param, RunTag
+
+    client = _client(uri)
+    run = find_cell_run(uri, experiment_id, cell.cell_id)
+    if run is not None and restart:
+        client.delete_run(run.info.run_id)
+        run = None
+    if run is not None:
+        client.update_run(run.info.run_id, status="RUNNING")
+        client.set_tag(run.info.run_id, cv.TAG_STATUS, STATUS_RUNNING)
+        return run.info.run_id
+    tags = cell_tags(cell)
+    run = client.create_run(experiment_id, run_name=cell.name, tags=tags)
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in cell_params(cell).items()],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+    return run.info.run_id
+
+
+def mark_run_failed(uri: str, run_id: str) -> None:
+    """A cell whose trial errored ends FAILED, never left RUNNING; the next submit resumes it."""
+    client = _client(uri)
+    client.set_tag(run_id, cv.TAG_STATUS, STATUS_FAILED)
+    client.set_terminated(run_id, status="FAILED")
+
+
+def close_dangling_runs(uri: str, experiment_id: str, run_ids: Iterable[str]) -> list[str]:
+    """Mark FAILED the given runs that are still RUNNING but not finished (their trial died)."""
+    closed = []
+    client = _client(uri)
+    for run_id in run_ids:
+        run = client.get_run(run_id)
+        if run.info.status == "RUNNING" and not is_finished(run):
+            mark_run_failed(uri, run_id)
+            closed.append(run_id)
+    return closed
+
+
+@dataclass
+class CellRunLogger:
+    """Rank 0's writer into one cell's run: per-epoch metrics exactly once, then the final model."""
+
+    uri: str
+    run_id: str
+
+    def __post_init__(self) -> None:
+        self._client = _client(self.uri)
+        history = self._client.get_metric_history(self.run_id, cv.M_ITERATION)
+        self._logged_steps = {m.step for m in history}
+
+    def logged_epochs(self) -> set[int]:
+        return set(self._logged_steps)
+
+    def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> bool:
+        """Log one epoch's metrics in one `log_batch`; a no-op if this epoch is already in the run."""
+        from mlflow.entities import Metric
+
+        if epoch in self._logged_steps:
+            return False
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, epoch) for key, value in metrics.items()]
+        # write `iteration` last: it is the marker `logged_epochs` reads, so a half-written
+        # epoch is rewritten on resume rather than skipped
+        batch.sort(key=lambda m: m.key == cv.M_ITERATION)
+        self._client.log_batch(self.run_id, metrics=batch)
+        self._logged_steps.add(epoch)
+        return True
+
+    def log_final(self, metrics: Mapping[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+    def log_layer_responses(self, responses: list[float]) -> None:
+        """Fig. 7: one metric value per 3x3 conv layer (step = layer index) and a JSON artifact."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        existing = {m.step for m in self._client.get_metric_history(self.run_id, cv.M_LAYER_RESPONSE)}
+        batch = [Metric(cv.M_LAYER_RESPONSE, float(v), now, i) for i, v in enumerate(responses) if i not in existing]
+        for start in range(0, len(batch), 1000):  # log_batch takes at most 1000 metrics
+            self._client.log_batch(self.run_id, metrics=batch[start:start + 1000])
+        self._client.log_dict(self.run_id, {"layer_response_std": responses}, cv.ARTIFACT_LAYER_RESPONSES)
+
+    def log_curves(self, curves: Mapping[str, list[Any]]) -> None:
+        self._client.log_text(self.run_id, json.dumps(curves, indent=1), cv.ARTIFACT_CURVES)
+
+    def log_model(self, model, *, dataset: str, arch: str) -> str:
+        """Log the trained network (pickle format, explicit requirements) and register it."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+
+        mlflow.set_tracking_uri(self.uri)
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", "resnetctl"]
+        with mlflow.start_run(run_id=self.run_id):
+            info = mlflow.pytorch.log_model(
+                model,
+                name=cv.ARTIFACT_MODEL,
+                serialization_format="pickle",
+                pip_requirements=requirements,
+                registered_model_name=cv.registered_model_name(dataset, arch),
+                await_registration_for=0,
+            )
+        # `start_run(run_id=...)` ends the run FINISHED on exit; the status tag below decides
+        return info.model_uri
+
+    def mark_finished(self) -> None:
+        self._client.set_tag(self.run_id, cv.TAG_STATUS, STATUS_FINISHED)
+        self._client.set_terminated(self.run_id, status="FINISHED")

@@ -1,0 +1,189 @@
+"""Ray Tune schedules the cells; each trial is a function that builds and fits a TorchTrainer.
+
+This is Ray's Train V2 + Tune pattern (`Tuner(trainer)` is gone): the Tune trial is a thin
+driver that opens the cell's MLflow run and calls `TorchTrainer.fit()`. The Train run's
+name is derived from the cell and its storage path is fixed, so a rerun finds the previous
+run's checkpoints there and resumes instead of restarting. The trial driver reserves only
+a little memory, never a CPU, so it cannot starve its own Train workers on small machines.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.cells import Cell
+
+DEFAULT_STORAGE = "results"
+DRIVER_MEMORY_BYTES = 64 * 1024**2  # the trial driver's only reservation: no CPU
+TRAIN_MAX_FAILURES = 2  # a killed worker restarts from its latest checkpoint this many times
+FAST_RAY_ENV = {
+    # the Train controller polls its workers every 2 s by default: a tiny trial waits on it
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    # the Train state actor (dashboard bookkeeping) is not used here
+    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
+    # preemption watching only matters on spot clusters; it adds an actor per run
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    # Tune's controller loop and result buffering: report results as they come
+    "TUNE_RESULT_BUFFER_LENGTH": "1",
+    "TUNE_GLOBAL_CHECKPOINT_S": "30",
+    "TUNE_MAX_PENDING_TRIALS_PG": "8",
+}
+
+
+def train_run_name(cell: Cell) -> str:
+    """The Ray Train run name of a cell: readable and unique, the same on every rerun."""
+    return f"{cell.name}-{cell.cell_id}"
+
+
+def storage_root(storage_path: str | os.PathLike | None = None) -> Path:
+    return Path(storage_path or DEFAULT_STORAGE).expanduser().resolve()
+
+
+def apply_fast_env() -> None:
+    """Set the env knobs that cut Ray's fixed per-trial cost (unless the user already set them)."""
+    for key, value in FAST_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+    """Connect to `address` (or RAY_ADDRESS / a running cluster), else start a lean local Ray.
+
+    Returns True when this call started Ray (the caller shuts it down). A local Ray skips
+    the dashboard and its agents, which account for most of Ray's start-up time here.
+    """
+    import ray
+
+    apply_fast_env()
+    if ray.is_initialized():
+        return False
+    env_vars = {k: os.environ[k] for k in FAST_RAY_ENV}
+    env_vars.update({k: os.environ[k] for k in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK") if k in os.environ})
+    runtime_env = {"env_vars": env_vars}
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+                 log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    return True
+
+
+def clear_checkpoints(cell: Cell, storage_path: str | os.PathLike | None = None) -> None:
+    """`--restart`: forget the cell's Train run (checkpoints and state) so it starts from scratch."""
+    folder = storage_root(storage_path) / train_run_name(cell)
+    if folder.exists():
+        shutil.rmtree(folder)
+
+
+def cell_trainable(config: dict[str, Any]) -> None:
+    """One Tune trial: open (or reuse) the cell's MLflow run, then fit its TorchTrainer."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from orchestrator.tracking import mark_run_failed, open_cell_run
+    from orchestrator.train_loop import train_loop_per_worker
+
+    cell = Cell.from_dict(config["cell"])
+    uri, experiment_id = config["tracking_uri"], config["experiment_id"]
+    run_id = open_cell_run(uri, experiment_id, cell) if uri else None
+    res = cell.resources
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cell": config["cell"], "tracking_uri": uri, "run_id": run_id,
+                           "threads_per_worker": max(1, int(res.cpus_per_worker))},
+        torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=res.workers_per_cell, use_gpu=res.use_gpu,
+            resources_per_worker={"CPU": res.cpus_per_worker, **({"GPU": 1} if res.use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=train_run_name(cell),
+            storage_path=config["storage_path"],
+            failure_config=ray.train.FailureConfig(max_failures=config.get("max_failures", TRAIN_MAX_FAILURES)),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    try:
+        trainer.fit()
+    except BaseException:
+        if run_id is not None:
+            mark_run_failed(uri, run_id)
+        raise
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: str  # "finished" | "error" | "skipped"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def run_cells(
+    cells: Sequence[Cell],
+    *,
+    grid_name: str,
+    tracking_uri: str | None,
+    experiment_id: str | None,
+    storage_path: str | os.PathLike | None = None,
+    max_concurrent_cells: int = 1,
+    callbacks: Sequence[Any] = (),
+    max_failures: int = TRAIN_MAX_FAILURES,
+) -> list[CellOutcome]:
+    """Run `cells` as one Tune experiment (one trial per cell) and say how each ended."""
+    from ray import tune
+
+    if not cells:
+        return []
+    storage = storage_root(storage_path)
+    storage.mkdir(parents=True, exist_ok=True)
+    by_id = {c.cell_id: c for c in cells}
+
+    def trial_name(trial) -> str:
+        return Cell.from_dict(trial.config["cell"]).name
+
+    def trial_dirname(trial) -> str:
+        return train_run_name(Cell.from_dict(trial.config["cell"]))
+
+    tuner = tune.Tuner(
+        tune.with_resources(cell_trainable, {"memory": DRIVER_MEMORY_BYTES}),
+        param_space={
+            "cell": tune.grid_search([c.to_dict() for c in cells]),
+            "tracking_uri": tracking_uri,
+            "experiment_id": experiment_id,
+            "storage_path": str(storage),
+            "max_failures": max_failures,
+        },
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=max(1, max_concurrent_cells),
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_dirname,
+            reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=f"tune-{grid_name}",
+            storage_path=str(storage),
+            callbacks=list(callbacks),
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0),
+        ),
+    )
+    results = tuner.fit()
+    outcomes = []
+    for result in results:
+        cell = by_id[Cell.from_dict(result.config["cell"]).cell_id]
+        if result.error is not None:
+            outcomes.append(CellOutcome(cell, "error", dict(result.metrics or {}), error=str(result.error)))
+        else:
+            outcomes.append(CellOutcome(cell, "finished", dict(result.metrics or {})))
+    return outcomes
