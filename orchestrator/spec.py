@@ -279,7 +279,8 @@ def _yaml_error(source: str, text: str, exc: yaml.YAMLError) -> GridError:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     if isinstance(exc, yaml.reader.ReaderError):
         line = text[: exc.position].count("\n") + 1
-        return GridError.at(source, line, None, f"YAML: character {exc.character!r} is not allowed")
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        return GridError.at(source, line, None, f"YAML: control character {char!r} is not allowed")
     if isinstance(exc, yaml.constructor.ConstructorError) and "constructor for the tag" in str(exc.problem):
         tag = str(exc.problem).split("tag", 1)[1].strip().strip("'")
         line = mark.line + 1 if mark else None
@@ -317,8 +318,9 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str, seen: s
 
 def load_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     """Safe-load one YAML document; return the data and the line of every key/item path."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         if node is None:
             raise GridError(f"{source}: the grid file is empty", source=source)
@@ -330,7 +332,8 @@ def load_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     except RecursionError:
         raise GridError(f"{source}: the YAML nests too deeply", source=source) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, lines
 
 
@@ -387,12 +390,16 @@ def _describe(error: dict[str, Any], raw: Loc) -> str:
         return f"unknown key; {hint}allowed: {', '.join(allowed)}"
     if kind == "missing":
         return "required"
+    if kind == "string_pattern_mismatch" and raw == ("name",):
+        return f"must be letters, digits, '.', '_' or '-', starting with a letter or digit, at most 64 (got {_short(error.get('input'))})"
+    if kind == "too_short" and raw and raw[0] == "grid":
+        return "an axis needs at least one value"
     message = error["msg"]
     message = re.sub(r"^Input should be ", "must be ", message)
     message = re.sub(r"^Value error, ", "", message)
     if kind in ("list_type", "dict_type", "model_type") and raw and raw[0] == "grid":
         message += " (an axis is a list of values, e.g. [20, 32])" if kind == "list_type" else ""
-    if kind.startswith(("missing", "value_error")) and "input" not in error:
+    if kind == "value_error":  # our validators' messages already show the value
         return message
     return f"{message} (got {_short(error.get('input'))})"
 
@@ -405,7 +412,8 @@ def _validation_error(exc: ValidationError, source: str, lines: dict[Loc, int], 
         if error["type"] == "missing" and raw and raw[0] == "grid" and len(raw) >= 2 and raw[-1] == "depth":
             error = {**error, "msg": "required"}
         located.append((_line_of(lines, raw) or 0, raw, error))
-    located.sort(key=lambda item: item[0])
+    # an unknown key usually explains the rest (a misspelt required key is also "missing"): show it first
+    located.sort(key=lambda item: (item[2]["type"] != "extra_forbidden", item[0]))
     line, raw, error = located[0]
     text = _describe(error, raw)
     if len(located) > 1:
