@@ -1,0 +1,340 @@
+"""Running a grid on a Ray cluster through the Ray Jobs API, and looking at it afterwards.
+
+The job runs `resnetctl run grid.yaml`, the very code path of a local submit; only *where* it
+runs changes. Before anything is submitted the dashboard and the tracking server must answer
+within seconds, so a wrong address costs a clear message, not a queued job that fails later.
+Progress ("cells done / running / pending") is read from MLflow, the store the cells write to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from orchestrator import conventions as cv
+
+CHECK_TIMEOUT_S = 5.0
+JOB_GRID_FILE = "grid.yaml"
+META_GRID = "resnetctl.grid"
+META_EXPERIMENT = "resnetctl.experiment"
+META_CELLS = "resnetctl.cells"
+META_TRACKING = "resnetctl.tracking_uri"
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class RemoteError(click.UsageError):
+    """The cluster or the tracking server cannot be used; printed as one line, exit status 2."""
+
+
+# --- addresses and credentials -------------------------------------------------------------
+def dashboard_url(address: str) -> str:
+    """`HEAD:8265` or `http://HEAD:8265` -> `http://HEAD:8265` (the Jobs API lives on the dashboard)."""
+    address = address.strip()
+    if not address:
+        raise RemoteError("--address is empty (expected http://HEAD:8265)")
+    if address.startswith("ray://"):
+        raise RemoteError(f"--address {address}: give the dashboard's http://HEAD:8265, not a Ray Client ray:// address")
+    if "://" not in address:
+        address = f"http://{address}"
+    parsed = urllib.parse.urlparse(address)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise RemoteError(f"--address {address!r} is not a dashboard URL like http://HEAD:8265")
+    return address.rstrip("/")
+
+
+def ray_auth_headers(address: str) -> dict[str, str]:
+    """Bearer token for Ray's token auth: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, the local cluster's, ~/.ray/auth_token."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    candidates = [os.environ.get("RAY_AUTH_TOKEN_PATH")]
+    from cluster import local
+
+    recorded = local.find()
+    if recorded is not None and recorded.dashboard_url == address:
+        candidates.append(recorded.token_file)
+    candidates.append(str(Path.home() / ".ray" / "auth_token"))
+    for path in candidates:
+        if token:
+            break
+        if path and Path(path).is_file():
+            token = Path(path).read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _get(url: str, headers: dict[str, str], timeout: float = CHECK_TIMEOUT_S) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def check_dashboard(address: str, headers: dict[str, str]) -> str:
+    """The cluster's Ray version, or RemoteError when nothing answers at `address` within seconds."""
+    try:
+        status, body = _get(f"{address}/api/version", headers)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise RemoteError(f"no Ray dashboard answers at {address} ({reason}); check --address / RAY_ADDRESS") from exc
+    if status in (401, 403):
+        raise RemoteError(f"the Ray dashboard at {address} refused us ({status}): set RAY_AUTH_TOKEN to the cluster's token")
+    try:
+        return json.loads(body)["ray_version"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RemoteError(f"{address} answered, but not as a Ray dashboard (HTTP {status})") from exc
+
+
+def tracking_headers() -> dict[str, str]:
+    """HTTP basic auth (or a bearer token) for the MLflow server, from MLflow's own environment variables."""
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    return {}
+
+
+def check_tracking(uri: str, *, cluster_is_local: bool) -> None:
+    """RemoteError unless the cluster's jobs can write to `uri` (checked from here, within seconds)."""
+    scheme = urllib.parse.urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        base = uri.rstrip("/")
+        try:
+            status, _ = _get(f"{base}/health", {})
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RemoteError(f"the tracking server {uri} does not answer ({reason}); check MLFLOW_TRACKING_URI") from exc
+        if status != 200:
+            raise RemoteError(f"the tracking server {uri} is not healthy (GET /health: HTTP {status})")
+        status, _ = _get(f"{base}/api/2.0/mlflow/experiments/search?max_results=1", tracking_headers())
+        if status in (401, 403):
+            raise RemoteError(f"the tracking server {uri} refused our credentials (HTTP {status}): "
+                              "set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
+        if status != 200:
+            raise RemoteError(f"the tracking server {uri} answered HTTP {status} to an experiment search")
+    elif scheme.startswith("sqlite"):
+        if not cluster_is_local:
+            raise RemoteError(f"tracking store {uri} is a file on this machine, which the cluster cannot reach: "
+                              "use the cluster's MLflow server (MLFLOW_TRACKING_URI=http://HEAD:5000)")
+    elif scheme.startswith(("postgresql", "mysql", "mssql")):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(uri, connect_args=_connect_timeout(scheme))
+        try:
+            with engine.connect():
+                pass
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise RemoteError(f"the tracking database does not answer: {exc.__cause__ or exc}".splitlines()[0]) from exc
+        finally:
+            engine.dispose()
+    else:
+        raise RemoteError(f"tracking URI {uri!r}: expected http(s)://, postgresql://, mysql:// or sqlite://")
+
+
+def _connect_timeout(scheme: str) -> dict[str, Any]:
+    return {"connect_timeout": int(CHECK_TIMEOUT_S)} if scheme.startswith(("postgresql", "mysql")) else {}
+
+
+def _is_loopback(address: str) -> bool:
+    return urllib.parse.urlparse(address).hostname in LOOPBACK_HOSTS
+
+
+def job_client(address: str):
+    """A JobSubmissionClient for a dashboard that was just seen answering (so its constructor cannot hang)."""
+    from ray.job_submission import JobSubmissionClient
+
+    url = dashboard_url(address)
+    headers = ray_auth_headers(url)
+    check_dashboard(url, headers)
+    return JobSubmissionClient(url, headers=headers)
+
+
+# --- what the job runs -----------------------------------------------------------------------
+def effective_tracking_uri(spec: Any) -> str:
+    """The store the job will write to, resolved as `resnetctl run` resolves it (grid > env > ./mlflow.db)."""
+    from orchestrator.tracking import resolve_tracking_uri
+
+    return resolve_tracking_uri(spec.tracking.uri)
+
+
+@dataclass
+class JobRequest:
+    entrypoint: str
+    runtime_env: dict[str, Any]
+    metadata: dict[str, str]
+    working_dir: Path
+
+
+def build_job(grid_path: Path, spec: Any, cells: list, *, tracking_uri: str, restart: bool) -> JobRequest:
+    """A self-contained grid file (absolute dataset paths, explicit tracking URI) in a fresh working_dir.
+
+    The job's working directory is a temporary copy on the cluster, so every path the grid names
+    relative to the submitter's folder is written out absolute (for a real cluster it must name
+    shared storage, e.g. /mnt/shared/data/cifar10).
+    """
+    raw = yaml.safe_load(Path(grid_path).read_text())
+    dataset = raw.setdefault("dataset", {})
+    if spec.dataset.path is not None:
+        dataset["path"] = str(spec.dataset.path)
+    if spec.dataset.paths:
+        dataset["paths"] = {name: str(path) for name, path in spec.dataset.paths.items()}
+    raw["tracking"] = {**(raw.get("tracking") or {}), "uri": tracking_uri}
+    working_dir = Path(tempfile.mkdtemp(prefix="resnetctl-job-"))
+    (working_dir / JOB_GRID_FILE).write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    env_vars = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+                "RAY_USAGE_STATS_ENABLED": "0"}
+    data_paths = sorted({str(cell.dataset_path) for cell in cells})
+    if data_paths:
+        env_vars["RESNETCTL_DATASET_PATHS"] = os.pathsep.join(data_paths)
+    env_vars.update({name: os.environ[name] for name in CREDENTIAL_ENV if os.environ.get(name)})
+    entrypoint = shlex.join(["resnetctl", "run", JOB_GRID_FILE, *(["--restart"] if restart else [])])
+    return JobRequest(
+        entrypoint=entrypoint,
+        runtime_env={"working_dir": str(working_dir), "env_vars": env_vars},
+        metadata={META_GRID: spec.name, META_EXPERIMENT: spec.experiment_name, META_CELLS: str(len(cells)),
+                  META_TRACKING: _redact_uri(tracking_uri)},
+        working_dir=working_dir,
+    )
+
+
+def _redact_uri(uri: str) -> str:
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.password:
+        netloc = f"{parsed.username}:***@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
+        return parsed._replace(netloc=netloc).geturl()
+    return uri
+
+
+def submit_to_cluster(grid_path: Path, spec: Any, cells: list, *, address: str, detach: bool, restart: bool) -> int:
+    """Check the cluster and the tracking server, submit `resnetctl run` as a Ray Job; return the exit code."""
+    import shutil
+
+    url = dashboard_url(address)
+    headers = ray_auth_headers(url)
+    check_dashboard(url, headers)
+    tracking_uri = effective_tracking_uri(spec)
+    check_tracking(tracking_uri, cluster_is_local=_is_loopback(url))
+
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(url, headers=headers)
+    request = build_job(Path(grid_path), spec, cells, tracking_uri=tracking_uri, restart=restart)
+    try:
+        job_id = client.submit_job(entrypoint=request.entrypoint, runtime_env=request.runtime_env,
+                                   metadata=request.metadata)
+    finally:
+        shutil.rmtree(request.working_dir, ignore_errors=True)  # uploaded to the cluster's GCS by now
+    if detach:
+        click.echo(job_id)
+        return 0
+    click.echo(f"submitted {job_id} ({len(cells)} cells) to {url}; tracking {_redact_uri(tracking_uri)}", err=True)
+    return follow_job(client, job_id)
+
+
+# --- following and inspecting jobs -------------------------------------------------------------
+def follow_job(client, job_id: str, out=None) -> int:
+    """Stream the job's logs until it ends; its exit status (Ctrl-C detaches and leaves the job running)."""
+    out = out or sys.stdout
+
+    async def tail() -> None:
+        async for lines in client.tail_job_logs(job_id):
+            out.write(lines)
+            out.flush()
+
+    try:
+        with contextlib.suppress(RuntimeError):  # the log socket closed early: poll the status instead
+            asyncio.run(tail())
+        return wait_for_exit(client, job_id)
+    except KeyboardInterrupt:
+        click.echo(f"\ndetached; {job_id} keeps running (`resnetctl cancel {job_id}` stops it)", err=True)
+        return 130
+
+
+def wait_for_exit(client, job_id: str, timeout: float | None = None) -> int:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        info = client.get_job_info(job_id)
+        if info.status.is_terminal():
+            return exit_code(info)
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{job_id} still {info.status} after {timeout:.0f} s")
+        time.sleep(1.0)
+
+
+def exit_code(info) -> int:
+    """SUCCEEDED -> 0; otherwise the driver's exit code when known, else 1."""
+    if str(info.status) in ("SUCCEEDED", "JobStatus.SUCCEEDED"):
+        return 0
+    code = getattr(info, "driver_exit_code", None)
+    return code if code not in (None, 0) else 1
+
+
+@dataclass
+class CellProgress:
+    done: int
+    running: int
+    failed: int
+    pending: int | None  # None when the number of cells is unknown
+
+    def line(self) -> str:
+        pending = "?" if self.pending is None else str(self.pending)
+        return f"cells: {self.done} done, {self.running} running, {pending} pending ({self.failed} failed, to rerun)"
+
+
+def cell_progress(tracking_uri: str, grid: str, total: int | None, experiment: str | None = None) -> CellProgress:
+    """Count the grid's cells by their MLflow runs: one cell may have several runs (reruns); the best counts."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment or grid)
+    best: dict[str, str] = {}
+    if experiment is not None:
+        runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{cv.TAG_GRID}` = '{grid}'",
+                                  max_results=5000)
+        rank = {"done": 3, "running": 2, "failed": 1}
+        for run in runs:
+            cell = run.data.tags.get(cv.TAG_CELL_ID, run.info.run_id)
+            tag = run.data.tags.get(cv.TAG_STATUS)
+            if tag == "finished":
+                state = "done"
+            elif run.info.status == "RUNNING":
+                state = "running"
+            elif run.info.status == "FAILED" or tag == "failed":
+                state = "failed"
+            else:
+                state = "failed"  # killed or stopped before it finished: it reruns on the next submit
+            if rank[state] > rank.get(best.get(cell, ""), 0):
+                best[cell] = state
+    counts = {state: sum(1 for v in best.values() if v == state) for state in ("done", "running", "failed")}
+    pending = None if total is None else max(total - counts["done"] - counts["running"], 0)
+    return CellProgress(done=counts["done"], running=counts["running"], failed=counts["failed"], pending=pending)
+
+
+def resolve_address(address: str | None) -> str:
+    """--address / RAY_ADDRESS, else the dashboard of the local cluster `cluster up --local` recorded."""
+    if address:
+        return dashboard_url(address)
+    from cluster import local
+
+    recorded = local.find()
+    if recorded is not None:
+        return recorded.dashboard_url
+    raise RemoteError("no cluster given: pass --address http://HEAD:8265 or set RAY_ADDRESS")
