@@ -37,6 +37,7 @@ WRITER_DEFAULTS: dict[str, Any] = {
     "write_mode": "jpg",
     "compress_probability": 0.5,
     "progress": False,  # FFCV's tqdm bars on stderr
+    "val_size": 5000,  # CIFAR: images held out of the training batches for validation (the paper's 45k/5k)
 }
 
 
@@ -128,7 +129,7 @@ def prepare_dataset(
 ) -> dict:
     """Write `root/<split>.beton` for each split and `root/manifest.json`; return the manifest.
 
-    writer_options: num_workers, chunksize, page_size, progress, and for ImageNet max_resolution,
+    writer_options: num_workers, chunksize, page_size, progress, val_size (CIFAR), and for ImageNet max_resolution,
     jpeg_quality, write_mode ("jpg" | "raw" | "smart" | "proportion"), compress_probability.
     An unreadable image fails the whole prepare (nothing is skipped silently).
     """
@@ -144,7 +145,7 @@ def prepare_dataset(
     if root.exists() and not root.is_dir():
         raise DatasetError(f"{root}: exists and is not a folder")
 
-    raw = load_source(name, source, download=download, seed=seed)
+    raw = load_source(name, source, download=download, seed=seed, val_size=int(opts["val_size"]))
     opts["page_size"] = int(opts["page_size"] or (1 << 21 if raw.image_size <= 64 else 1 << 23))
     for split, src in raw.splits.items():
         if len(src.samples) == 0:

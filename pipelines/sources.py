@@ -256,7 +256,9 @@ def load_imagenet_source(source: Path) -> RawDataset:
     )
 
 
-def load_source(name: str, source: str | Path | None, *, download: bool, seed: int) -> RawDataset:
+def load_source(
+    name: str, source: str | Path | None, *, download: bool, seed: int, val_size: int = 5000
+) -> RawDataset:
     if name not in DATASETS:
         raise DatasetError(f"{name}: unknown dataset (choose from {', '.join(DATASETS)})")
     if name == "digits":
@@ -264,7 +266,7 @@ def load_source(name: str, source: str | Path | None, *, download: bool, seed: i
     if source is None:
         raise DatasetError(f"{name}: needs a source folder (--source)")
     if name in ("cifar10", "cifar100"):
-        return load_cifar_source(name, Path(source), download=download, seed=seed)
+        return load_cifar_source(name, Path(source), download=download, seed=seed, val_size=val_size)
     if download:
         raise DatasetError(f"{source}: ImageNet cannot be downloaded; point --source at an ImageNet-style folder")
     return load_imagenet_source(Path(source))
