@@ -140,7 +140,8 @@ class TrainOverrides(_Strict):
 
 
 def _axis(item: Any) -> Any:
-    return Annotated[list[item], Field(min_length=1, max_length=MAX_AXIS_VALUES)] | None
+    # default None means "not an axis"; an explicit `null` is refused (an axis is a list of values)
+    return Annotated[list[item], Field(min_length=1, max_length=MAX_AXIS_VALUES)]
 
 
 # The axes a grid may take products over: the cell's identity, then any training field.
