@@ -140,6 +140,32 @@ def test_bad_input_starts_nothing_and_writes_nothing(plan_run):
     assert not (workdir / "pwned").exists()
 
 
+SUBMIT_LANDED = (ROOT / "orchestrator" / "commands" / "submit.py").is_file()
+
+
+@pytest.fixture(scope="module")
+def submit_run(tmp_path_factory):
+    """The same catalogue through `submit` and `run`, which would start Ray and MLflow on good input."""
+    workdir = make_workdir(tmp_path_factory.mktemp("bad-submit"))
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    invocations = [(f"{command}:{case}", [command, f"grids/{case}"]) for command in ("submit", "run") for case in CASES]
+    report = run_cli(workdir, invocations)
+    after = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    return workdir, report, before, after
+
+
+@pytest.mark.skipif(not SUBMIT_LANDED, reason="orchestrator/commands/submit.py has not landed yet")
+def test_submit_and_run_refuse_the_catalogue_before_ray_or_mlflow(submit_run):
+    workdir, report, before, after = submit_run
+    for name, result in report["results"].items():
+        case = name.split(":", 1)[1]
+        lines = [line for line in result["stderr"].splitlines() if line.strip()]
+        assert result["crash"] is None and result["exit_code"] == 2, (name, result)
+        assert len(lines) == 1 and expected(case).replace("{cwd}", str(workdir.resolve())) in lines[0], (name, lines)
+    assert report["heavy"] == [] and not report["ray_started"]
+    assert before == after  # no mlflow.db, no mlruns/, no Ray storage
+
+
 def test_the_installed_entry_point_exits_2(tmp_path):
     """Outside CliRunner too: the console script's own exit status and stderr."""
     workdir = make_workdir(tmp_path)
