@@ -19,7 +19,8 @@ import numpy as np
 from pipelines.manifest import DatasetError
 
 DATASETS = ("cifar10", "cifar100", "imagenet", "digits")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp")
+# torchvision's ImageFolder extensions (IMG_EXTENSIONS), matched case-insensitively
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -225,9 +226,10 @@ def load_imagenet_source(source: Path) -> RawDataset:
     classes: list[str] | None = None
     listed: list[Path] = []
     for split in ("train", "val"):
-        folder = source / split
-        if not folder.is_dir():
+        if not (source / split).is_dir():
             raise DatasetError(f"{source}: not an ImageNet-style folder: '{split}/<class>/*.JPEG' is missing")
+    for split in ("train", "val"):
+        folder = source / split
         class_dirs = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if not class_dirs:
             raise DatasetError(f"{folder}: no class folders (expected {split}/<wnid>/*.JPEG)")
@@ -239,7 +241,7 @@ def load_imagenet_source(source: Path) -> RawDataset:
         elif class_dirs != classes:
             missing = sorted(set(classes) ^ set(class_dirs))
             raise DatasetError(f"{folder}: class folders differ from train/ ({', '.join(missing[:5])})")
-        dataset = ImageFolder(str(folder), loader=lambda p: p, extensions=IMAGE_EXTENSIONS)
+        dataset = ImageFolder(str(folder), loader=str)  # list only; DecodedFolder decodes
         splits[split] = SplitSource(DecodedFolder(list(dataset.samples)), paths=[p for p, _ in dataset.samples])
         listed.extend(Path(p) for p, _ in dataset.samples)
     assert classes is not None
