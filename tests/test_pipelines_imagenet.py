@@ -1,0 +1,87 @@
+"""ImageNet-style JPEG folder: prepare, the paper's scale augmentation, centre and 10-crop evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipelines import build_loader, load_manifest, prepare_dataset
+from pipelines.augment import SCALE_RANGE, scale_aug_crop
+
+SIZES = [(300, 260), (260, 340), (320, 300)]  # (height, width) before the 256 max-side resize
+
+
+@pytest.fixture(scope="module")
+def imagenet_root(tmp_path_factory):
+    base = tmp_path_factory.mktemp("imagenet")
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 3), ("val", 2)):
+        for c, cls in enumerate(("n01440764", "n01443537")):
+            (base / "raw" / split / cls).mkdir(parents=True)
+            for k in range(per_class):
+                h, w = SIZES[k]
+                # smooth colour ramps (JPEG-friendly) with a class-dependent tint
+                yy, xx = np.mgrid[0:h, 0:w]
+                pixels = np.stack([(yy * 255 // h), (xx * 255 // w), np.full_like(yy, 60 + 120 * c)], -1)
+                pixels = (pixels + rng.integers(0, 8, size=pixels.shape)).clip(0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(base / "raw" / split / cls / f"{cls}_{k}.JPEG", quality=92)
+    root = base / "prepared"
+    prepare_dataset("imagenet", root, source=base / "raw", num_workers=1)
+    return root
+
+
+def test_manifest_of_an_imagenet_folder(imagenet_root):
+    manifest = load_manifest(imagenet_root)
+    assert manifest["dataset"] == "imagenet" and manifest["image_size"] == 224
+    assert manifest["classes"] == ["n01440764", "n01443537"]
+    assert {k: v["count"] for k, v in manifest["splits"].items()} == {"train": 6, "val": 4}
+    assert manifest["test_split"] == "val"  # val doubles as test, and says so
+    assert manifest["writer"]["max_resolution"] == 256 and manifest["writer"]["jpeg_quality"] == 90
+
+
+def test_scale_augmentation_crop_geometry():
+    np.random.seed(0)
+    for height, width in [(256, 341), (400, 300), (256, 256)]:
+        shorter = min(height, width)
+        sides = []
+        for _ in range(300):
+            i, j, h, w = scale_aug_crop(height, width, np.array(SCALE_RANGE), np.array((224.0, 224.0)))
+            assert h == w and 0 <= i <= height - h and 0 <= j <= width - w
+            sides.append(h)
+        # a side-s crop resized to 224 is the 224 crop of the image with shorter side 224 * shorter / s
+        implied = 224 * shorter / np.array(sides)
+        assert implied.min() >= SCALE_RANGE[0] - 2 and implied.max() <= SCALE_RANGE[1] + 2
+        assert implied.min() < 280 and implied.max() > 440  # the whole [256, 480] range is used
+
+
+@pytest.mark.slow
+def test_both_paths_yield_the_same_shapes_and_label_order(imagenet_root):
+    out = {}
+    for kind in ("ffcv", "torch"):
+        train = build_loader(imagenet_root, "train", batch_size=3, train=True, loader=kind, seed=2)
+        x, y = next(iter(train))
+        assert x.shape == (3, 3, 224, 224) and x.dtype == torch.float32 and y.dtype == torch.int64
+        assert len(train) == 2
+        crops = build_loader(imagenet_root, "val", batch_size=4, train=False, loader=kind, eval_protocol="10crop")
+        first = [(a.clone(), b.clone()) for a, b in crops]
+        second = [(a.clone(), b.clone()) for a, b in crops]
+        (xa, ya), (xb, yb) = first[0], second[0]
+        assert xa.shape == (4, 10, 3, 224, 224)
+        torch.testing.assert_close(xa, xb, rtol=0, atol=0)  # evaluation crops are deterministic
+        torch.testing.assert_close(xa[:, 5:], xa[:, :5].flip(-1), rtol=0, atol=0)
+        assert ya.tolist() == yb.tolist() == [0, 0, 1, 1]
+        out[kind] = (y, xa)
+    # same seeded training order; evaluation pixels agree up to JPEG decoder differences
+    assert out["ffcv"][0].tolist() == out["torch"][0].tolist()
+    difference = (out["ffcv"][1] - out["torch"][1]).abs().mean().item()
+    assert difference < 0.05, difference
+
+
+@pytest.mark.slow
+def test_center_protocol_on_the_torch_path(imagenet_root):
+    loader = build_loader(imagenet_root, "val", batch_size=4, train=False, loader="torch", channels_last=True)
+    x, y = next(iter(loader))
+    assert x.shape == (4, 3, 224, 224) and x.is_contiguous(memory_format=torch.channels_last)
+    assert y.tolist() == [0, 0, 1, 1]
