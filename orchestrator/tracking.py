@@ -160,6 +160,15 @@ def open_cell_run(uri: str, experiment_id: str, cell: Cell, *, restart: bool = F
     return run.info.run_id
 
 
+def delete_run(uri: str, run_id: str) -> None:
+    """`--restart`: the old run goes (soft-deleted, as the MLflow UI does), so one run per cell stays."""
+    client = _client(uri)
+    run = client.get_run(run_id)
+    if run.info.status == "RUNNING":
+        client.set_terminated(run_id, status="KILLED")
+    client.delete_run(run_id)
+
+
 def mark_run_failed(uri: str, run_id: str) -> None:
     """A cell whose trial errored ends FAILED, never left RUNNING; the next submit resumes it."""
     client = _client(uri)

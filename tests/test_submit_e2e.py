@@ -1,0 +1,171 @@
+"""`resnetctl submit` end to end on CPU: real Ray Tune + Ray Train + MLflow SQLite, tiny digits grids.
+
+Each submit runs in its own process in a scratch working directory (as a user would run it),
+so Ray starts and stops there and `./mlflow.db` and `./results` land in that directory.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from orchestrator import conventions as cv
+
+pytestmark = pytest.mark.slow
+
+GRID = """\
+name: {name}
+dataset:
+  name: digits
+  path: {data}
+grid:
+  depth: [8]
+  shortcut: {shortcuts}
+  seed: {seeds}
+train:
+  epochs: 2
+  batch_size: 64
+  max_train_batches: {batches}
+  loader: {loader}
+  num_workers: 0
+  eval_protocol: full
+resources:
+  workers_per_cell: {workers}
+  cpus_per_worker: 1
+  max_concurrent_cells: 2
+"""
+
+
+def write_grid(folder: Path, name: str, data: Path, *, shortcuts="[plain, A]", seeds="[0]", workers=1,
+               loader="torch", batches=3) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(GRID.format(name=name, data=data, shortcuts=shortcuts, seeds=seeds, workers=workers,
+                                loader=loader, batches=batches))
+    return path
+
+
+def resnetctl(cwd: Path, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", RAY_USAGE_STATS_ENABLED="0", COLUMNS="200")
+    return subprocess.run([sys.executable, "-c", "from orchestrator.cli import main; main()", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def runs_of(workdir: Path, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return client, ([] if exp is None else client.search_runs([exp.experiment_id]))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    import pipelines
+
+    folder = tmp_path_factory.mktemp("submit")
+    pipelines.prepare_dataset("digits", folder / "digits", num_workers=1)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def first_submit(workdir):
+    grid = write_grid(workdir, "tiny", workdir / "digits")
+    proc = resnetctl(workdir, "submit", str(grid))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def test_submit_runs_every_cell_once_with_epochs_model_and_checkpoint(workdir, first_submit):
+    import mlflow
+    import torch
+
+    assert "done resnet8-A-digits-s0" in first_submit.stderr
+    assert "done plain8-digits-s0" in first_submit.stderr
+    client, runs = runs_of(workdir, "tiny")
+    assert sorted(r.info.run_name for r in runs) == ["plain8-digits-s0", "resnet8-A-digits-s0"]
+    for run in runs:
+        assert run.info.status == "FINISHED" and run.data.tags[cv.TAG_STATUS] == "finished"
+        assert run.data.tags[cv.TAG_GRID] == "tiny" and run.data.tags[cv.axis_tag("shortcut")] in ("plain", "A")
+        for key in cv.EPOCH_METRICS:
+            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [1, 2], key
+        arch = run.data.tags[cv.TAG_ARCH]
+        versions = client.search_model_versions(f"name = '{cv.registered_model_name('digits', arch)}'")
+        assert [v.run_id for v in versions] == [run.info.run_id]
+        folder = workdir / "results" / f"{run.info.run_name}-{run.data.tags[cv.TAG_CELL_ID]}"
+        assert list(folder.glob("checkpoint_*/state.pt")), folder
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    try:
+        model = mlflow.pytorch.load_model("models:/digits-resnet8-A/1")
+    finally:
+        mlflow.set_tracking_uri(None)
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).argmax(1).shape == (2,)
+
+
+def test_resubmit_starts_no_training(workdir, first_submit):
+    _, before = runs_of(workdir, "tiny")
+    grid = workdir / "tiny.yaml"
+    proc = resnetctl(workdir, "submit", str(grid))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 already finished, 0 to run" in proc.stderr
+    _, after = runs_of(workdir, "tiny")
+    key = lambda r: (r.info.run_id, r.info.end_time)  # noqa: E731
+    assert sorted(map(key, after)) == sorted(map(key, before))
+
+
+def test_adding_an_axis_value_runs_only_the_new_cells(workdir, first_submit):
+    client, before = runs_of(workdir, "tiny")
+    grid = write_grid(workdir, "tiny", workdir / "digits", shortcuts="[plain, A, B]")
+    proc = resnetctl(workdir, "submit", str(grid))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "2 already finished, 1 to run" in proc.stderr
+    _, after = runs_of(workdir, "tiny")
+    old = {r.info.run_id: r.info.end_time for r in before}
+    assert {r.info.run_id: r.info.end_time for r in after if r.info.run_id in old} == old
+    new = sorted(r.info.run_name for r in after if r.info.run_id not in old)
+    assert new == ["resnet8-B-digits-s0"]
+
+
+def test_ddp_two_workers_train_one_cell_and_log_once(workdir):
+    grid = write_grid(workdir, "ddp", workdir / "digits", shortcuts="[A]", workers=2, batches=2)
+    proc = resnetctl(workdir, "submit", str(grid))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    client, runs = runs_of(workdir, "ddp")
+    assert len(runs) == 1
+    run = runs[0]
+    history = client.get_metric_history(run.info.run_id, cv.M_TRAIN_LOSS)
+    assert sorted(m.step for m in history) == [1, 2]  # rank 0 alone logs: one value per epoch
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, cv.M_ITERATION)) == [1, 2]
+    assert run.data.metrics[cv.M_ITERATION] == 4  # 2 batches per epoch, both ranks in step
+    assert run.data.params["resources.workers_per_cell"] == "2"
+    versions = client.search_model_versions("name = 'digits-resnet8-A'")
+    assert sum(v.run_id == run.info.run_id for v in versions) == 1
+
+
+def test_ffcv_loader_cell(workdir):
+    grid = write_grid(workdir, "ffcv", workdir / "digits", shortcuts="[A]", loader="ffcv", batches=2)
+    proc = resnetctl(workdir, "submit", str(grid))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    client, runs = runs_of(workdir, "ffcv")
+    assert len(runs) == 1 and runs[0].data.tags[cv.TAG_STATUS] == "finished"
+    assert runs[0].data.params["train.loader"] == "ffcv"
+    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, cv.M_TEST_ERR)) == [1, 2]
+
+
+def test_an_invalid_grid_exits_2_before_anything_runs(tmp_path):
+    grid = tmp_path / "bad.yaml"
+    grid.write_text(textwrap.dedent("""\
+        name: bad
+        dataset: {name: digits, path: nowhere}
+        grid: {depth: [8], shortcut: [Z]}
+        """))
+    proc = resnetctl(tmp_path, "submit", str(grid))
+    assert proc.returncode == 2
+    assert "shortcut" in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()
