@@ -117,6 +117,9 @@ class FFCVImageLoader:
         from ffcv.loader import Loader
         from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
 
+        from pipelines.numba_cache import enable_ffcv_numba_cache
+
+        enable_ffcv_numba_cache()
         self.spec = spec
         self._norm = _Normalizer(spec)
         on_cpu = spec.device.type == "cpu"

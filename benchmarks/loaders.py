@@ -1,0 +1,98 @@
+"""FFCV Loader vs torchvision-style DataLoader: training images/s on the same prepared data, one run.
+
+    .venv/bin/python benchmarks/loaders.py [--small 20000] [--large 1500] [--workers 2] [--epochs 2]
+
+Writes a CIFAR-style set (32x32, the CIFAR pickle layout read by torchvision) and an ImageNet-style
+JPEG folder (about 500x375 images, as ImageNet's) into a temporary folder, prepares both with
+`pipelines.prepare_dataset`, then times full training epochs (paper augmentation, batch 256 / 64)
+through `build_loader(loader="ffcv")` and `build_loader(loader="torch")` with the same number of
+workers (FFCV: numba threads; torch: DataLoader processes). The first FFCV epoch, which pays the
+numba compile, is reported separately and left out of the rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines import build_loader, prepare_dataset  # noqa: E402
+
+
+def write_cifar_like(parent: Path, n: int, rng: np.random.Generator) -> None:
+    folder = parent / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    per = n // 5
+    for name, count in [(f"data_batch_{b}", per) for b in range(1, 6)] + [("test_batch", max(per // 5, 1))]:
+        entry = {"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8), "labels": rng.integers(0, 10, count).tolist()}
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=4))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}))
+
+
+def write_imagenet_like(parent: Path, n: int, rng: np.random.Generator) -> None:
+    from PIL import Image
+
+    for split, count in (("train", n), ("val", max(n // 10, 2))):
+        for k in range(count):
+            cls = f"n{k % 10:08d}"
+            (parent / split / cls).mkdir(parents=True, exist_ok=True)
+            h, w = (375, 500) if k % 2 else (500, 375)
+            yy, xx = np.mgrid[0:h, 0:w]
+            base = np.stack([yy * 255 // h, xx * 255 // w, np.full_like(yy, 25 * (k % 10))], -1)
+            noise = rng.integers(0, 40, size=(h, w, 3))
+            Image.fromarray((base + noise).clip(0, 255).astype(np.uint8)).save(parent / split / cls / f"{k}.JPEG", quality=90)
+
+
+def time_loader(root: Path, kind: str, batch_size: int, workers: int, epochs: int) -> tuple[float, float]:
+    """(seconds to build the loader and finish its first epoch, images/s over the later epochs)."""
+    start = time.perf_counter()
+    loader = build_loader(root, "train", batch_size=batch_size, train=True, loader=kind, num_workers=workers)
+    images = 0
+    for x, _ in loader:
+        images += len(x)
+    first = time.perf_counter() - start
+    start, images = time.perf_counter(), 0
+    for _ in range(epochs):
+        for x, _ in loader:
+            images += len(x)
+    return first, images / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=20000, help="CIFAR-style training images")
+    parser.add_argument("--large", type=int, default=1500, help="ImageNet-style training JPEGs")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs after the first")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="resnetctl-bench-") as tmp:
+        tmp = Path(tmp)
+        t = time.perf_counter()
+        write_cifar_like(tmp / "cifar-raw", args.small + 1000, rng)
+        prepare_dataset("cifar10", tmp / "cifar", source=tmp / "cifar-raw", val_size=1000, num_workers=args.workers)
+        write_imagenet_like(tmp / "imagenet-raw", args.large, rng)
+        prepare_dataset("imagenet", tmp / "imagenet", source=tmp / "imagenet-raw", num_workers=args.workers)
+        print(f"data written and prepared in {time.perf_counter() - t:.0f} s")
+        print(f"{'data':<28}{'loader':<8}{'first epoch s':>14}{'images/s':>12}")
+        for label, root, batch in (
+            ("32x32 pad+crop+flip, b256", tmp / "cifar", 256),
+            ("JPEG scale-aug 224, b64", tmp / "imagenet", 64),
+        ):
+            rates = {}
+            for kind in ("ffcv", "torch"):
+                first, rate = time_loader(root, kind, batch, args.workers, args.epochs)
+                rates[kind] = rate
+                print(f"{label:<28}{kind:<8}{first:>14.1f}{rate:>12.0f}")
+            print(f"{label:<28}{'ratio':<8}{'':>14}{rates['ffcv'] / rates['torch']:>11.1f}x")
+
+
+if __name__ == "__main__":
+    main()
