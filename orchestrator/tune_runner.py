@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,7 @@ def clear_checkpoints(cell: Cell, storage_path: str | os.PathLike | None = None)
 
 def cell_trainable(config: dict[str, Any]) -> None:
     """One Tune trial: open (or reuse) the cell's MLflow run, then fit its TorchTrainer."""
+    trial_started_at = time.time()
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -107,7 +109,8 @@ def cell_trainable(config: dict[str, Any]) -> None:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cell": config["cell"], "tracking_uri": uri, "run_id": run_id,
-                           "threads_per_worker": max(1, int(res.cpus_per_worker))},
+                           "threads_per_worker": max(1, int(res.cpus_per_worker)),
+                           "trial_started_at": trial_started_at, "fit_started_at": time.time()},
         torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=res.workers_per_cell, use_gpu=res.use_gpu,
