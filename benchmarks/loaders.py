@@ -12,16 +12,21 @@ numba compile, is reported separately and left out of the rate.
 
 from __future__ import annotations
 
-import argparse
-import pickle
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
+# run as a script, benchmarks/ is sys.path[0]: keep its modules (e.g. benchmarks/logging.py)
+# from shadowing the standard library; import the project from the repository root instead
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import argparse  # noqa: E402
+import pickle  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from pipelines import build_loader, prepare_dataset  # noqa: E402
 
