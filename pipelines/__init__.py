@@ -1,17 +1,26 @@
-"""Datasets to FFCV files, the paper's augmentations and sharded loaders. Knows nothing of Ray or MLflow."""
+"""Datasets to FFCV files, the paper's augmentations and sharded loaders. Knows nothing of Ray or MLflow.
 
-import torch as _torch
+The manifest API imports nothing heavy, so a grid's prepared data can be checked without loading
+torch or FFCV; the writers and loaders load them on first use.
+"""
 
-_threads = _torch.get_num_threads()
-try:  # importing ffcv sets torch's thread count to 1 (its compiler's default): import it once, here
-    import ffcv as _ffcv  # noqa: F401
-except ImportError:  # the torch loader path still works on prepared data written elsewhere
-    pass
-finally:
-    _torch.set_num_threads(_threads)
+from __future__ import annotations
 
-from pipelines.loaders import build_loader, shard_positions  # noqa: E402
-from pipelines.manifest import DatasetError, load_manifest  # noqa: E402
-from pipelines.prepare import prepare_dataset  # noqa: E402
+import importlib
+from typing import Any
 
-__all__ = ["DatasetError", "build_loader", "load_manifest", "prepare_dataset", "shard_positions"]
+from pipelines.manifest import DatasetError, load_manifest
+
+_LAZY: dict[str, str] = {
+    "build_loader": "pipelines.loaders",
+    "shard_positions": "pipelines.loaders",
+    "prepare_dataset": "pipelines.prepare",
+}
+
+__all__ = ["DatasetError", "load_manifest", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pipelines' has no attribute {name!r}")

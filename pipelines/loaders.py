@@ -113,6 +113,7 @@ class FFCVImageLoader:
     """An FFCV `Loader` with the paper's augmentations and rank sharding; one `iter()` per epoch."""
 
     def __init__(self, spec: LoaderSpec):
+        threads = torch.get_num_threads()  # before the first `import ffcv`, which sets it to 1
         from ffcv.fields.basics import IntDecoder
         from ffcv.loader import Loader
         from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
@@ -133,7 +134,6 @@ class FFCVImageLoader:
         label_pipe: list = [IntDecoder(), ToTensor()]
         if not on_cpu:
             label_pipe.append(ToDevice(spec.device, non_blocking=True))
-        threads = torch.get_num_threads()
         self._loader = Loader(
             str(spec.path),
             batch_size=spec.batch_size,

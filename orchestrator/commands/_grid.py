@@ -6,17 +6,14 @@ its fields, the depths, the cell count and the prepared data the cells will read
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import click
 
 from orchestrator.cells import Cell
 from orchestrator.expand import MAX_CELLS, count_cells, expand_cells
 from orchestrator.spec import GridError, GridSpec, load_grid
+from pipelines.manifest import DatasetError, load_manifest
 
 CELL_LIMIT = 512  # more cells than this need --yes: a product of long axes is easy to write by mistake
 
@@ -27,26 +24,8 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def _manifest_module() -> ModuleType:
-    """pipelines.manifest without running pipelines/__init__.py, which imports torch and FFCV.
-
-    The module is registered under its own name, so a later `import pipelines` reuses it (and its
-    DatasetError class) instead of loading a second copy.
-    """
-    if "pipelines.manifest" in sys.modules:
-        return sys.modules["pipelines.manifest"]
-    path = Path(__file__).resolve().parents[2] / "pipelines" / "manifest.py"
-    spec = importlib.util.spec_from_file_location("pipelines.manifest", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pipelines.manifest"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def check_prepared_data(spec: GridSpec) -> dict[str, dict]:
     """Each dataset's manifest, checked against the grid; GridError naming the path otherwise."""
-    manifest_module = _manifest_module()
-    load_manifest, DatasetError = manifest_module.load_manifest, manifest_module.DatasetError  # noqa: N806
     manifests = {}
     for name in spec.datasets():
         path = spec.dataset.path_for(name) or spec.dataset.path
@@ -61,11 +40,6 @@ def check_prepared_data(spec: GridSpec) -> dict[str, dict]:
             raise spec.error(field, f"{path}: the manifest has no 'train' split")
         manifests[name] = manifest
     return manifests
-
-
-def read_manifest(path: str | os.PathLike[str]) -> dict:
-    """pipelines.manifest.load_manifest, torch-free (see _manifest_module); raises its DatasetError."""
-    return _manifest_module().load_manifest(path)
 
 
 def load_cells(
@@ -93,4 +67,4 @@ def load_cells_or_exit(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-__all__ = ["CELL_LIMIT", "check_prepared_data", "fail", "load_cells", "load_cells_or_exit", "read_manifest"]
+__all__ = ["CELL_LIMIT", "check_prepared_data", "fail", "load_cells", "load_cells_or_exit"]

@@ -16,8 +16,9 @@ import click
 
 from models.names import IMAGENET_STAGE_BLOCKS
 from orchestrator.cells import Cell
-from orchestrator.commands._grid import load_cells_or_exit, read_manifest
+from orchestrator.commands._grid import load_cells_or_exit
 from orchestrator.presets import NUM_CLASSES, TRAIN_IMAGES
+from pipelines.manifest import load_manifest
 
 
 def _conv(size: int, c_in: int, c_out: int, k: int) -> int:
@@ -92,7 +93,7 @@ def _human(value: float) -> str:
 def _train_images(spec_dataset_paths: dict[str, str], dataset: str) -> int:
     """Training images from the prepared manifest where there is one, else the dataset's usual count."""
     try:
-        manifest = read_manifest(spec_dataset_paths[dataset])
+        manifest = load_manifest(spec_dataset_paths[dataset])
         return int(manifest["splits"]["train"]["count"])
     except (KeyError, TypeError, ValueError):  # DatasetError is a ValueError
         return TRAIN_IMAGES[dataset]
