@@ -1,0 +1,229 @@
+"""Faults injected into a running cell (real Ray Tune + Ray Train + MLflow, tiny digits cells).
+
+- The Ray Train worker process is SIGKILLed mid-epoch after its first checkpoint: Ray Train
+  restarts it from that checkpoint (not from epoch 0) and the cell's one MLflow run ends with
+  each epoch's metrics exactly once.
+- The MLflow tracking server is stopped during training and started again on the same port:
+  the worker's writes are retried, every epoch lands exactly once, and the cell finishes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+
+from orchestrator import conventions as cv
+from orchestrator.cells import Cell, Resources, TrainConfig
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 3
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train writes it once a reported checkpoint is registered
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> str:
+    import pipelines
+
+    root = tmp_path_factory.mktemp("faults-digits")
+    pipelines.prepare_dataset("digits", root, num_workers=1)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from orchestrator.tune_runner import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def make_cell(root: str, grid: str, *, batches: int) -> Cell:
+    cfg = TrainConfig(batch_size=64, lr=0.1, epochs=EPOCHS, loader="torch", num_workers=0, eval_protocol="full",
+                      max_train_batches=batches)
+    return Cell(grid=grid, arch="resnet8-A", depth=8, shortcut="A", variant="cifar", dataset="digits",
+                dataset_path=root, seed=0, train=cfg, resources=Resources(workers_per_cell=1),
+                axes=(("depth", 8),))
+
+
+def train_workers() -> list[psutil.Process]:
+    """This test process's Ray Train worker processes (never another session's: they descend from us)."""
+    found = []
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def wait_for(predicate, timeout: float, what: str, stop: threading.Event | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if stop is not None and stop.is_set():
+            break
+        time.sleep(0.05)
+    raise TimeoutError(what)
+
+
+def epoch_recorder():
+    """A Tune callback that records the `epoch` of every result the cell reports, in order."""
+    from ray import tune
+
+    class EpochRecorder(tune.Callback):
+        def __init__(self):
+            self.epochs: list[int] = []
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if "epoch" in result:
+                self.epochs.append(int(result["epoch"]))
+
+    return EpochRecorder()
+
+
+class Injector(threading.Thread):
+    """Runs a fault function beside the cell; keeps its error to re-raise in the test."""
+
+    def __init__(self, fault):
+        super().__init__(daemon=True)
+        self.fault, self.error, self.stop = fault, None, threading.Event()
+
+    def run(self):
+        try:
+            self.fault(self.stop)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    def finish(self):
+        self.stop.set()
+        self.join(120)
+        if self.error is not None:
+            raise self.error
+
+
+def epoch_history(client, run_id: str) -> dict[str, list[tuple[int, int]]]:
+    """(step, timestamp) of every value of every per-epoch metric of the run."""
+    return {key: sorted((m.step, m.timestamp) for m in client.get_metric_history(run_id, key))
+            for key in cv.EPOCH_METRICS}
+
+
+def assert_each_epoch_once(history: dict[str, list[tuple[int, int]]]) -> None:
+    for key, values in history.items():
+        assert [step for step, _ in values] == list(range(1, EPOCHS + 1)), (key, values)
+
+
+def test_sigkill_of_the_train_worker_resumes_from_its_last_checkpoint(ray_session, digits, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator import tracking
+    from orchestrator.train_loop import load_checkpoint
+    from orchestrator.tune_runner import run_cells, train_run_name
+
+    cell = make_cell(digits, "fault-worker", batches=19)  # the whole train split: an epoch takes seconds
+    uri = tracking.resolve_tracking_uri(None, cwd=tmp_path)
+    experiment_id = tracking.ensure_experiment(uri, "fault-worker")
+    run_dir = tmp_path / "results" / train_run_name(cell)
+    killed: dict = {}
+
+    def kill_worker_after_first_checkpoint(stop):
+        wait_for(lambda: (run_dir / SNAPSHOT).is_file(), 300, "no checkpoint registered", stop)
+        (victim,) = wait_for(train_workers, 30, "no Ray Train worker process", stop)
+        killed.update(pid=victim.pid, at_ms=int(time.time() * 1000), title=" ".join(victim.cmdline()))
+        os.kill(victim.pid, signal.SIGKILL)
+        # the cell must come back in a new worker process
+        killed["replacement"] = wait_for(lambda: [p.pid for p in train_workers() if p.pid != victim.pid], 120,
+                                         "no replacement worker", stop)
+
+    recorder = epoch_recorder()
+    injector = Injector(kill_worker_after_first_checkpoint)
+    injector.start()
+    outcomes = run_cells([cell], grid_name="fault-worker", tracking_uri=uri, experiment_id=experiment_id,
+                         storage_path=tmp_path / "results", callbacks=[recorder])
+    injector.finish()
+
+    assert [(o.status, o.error) for o in outcomes] == [("finished", None)]
+    assert "RayTrainWorker" in killed["title"] and not psutil.pid_exists(killed["pid"])
+    assert killed["replacement"]
+
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags[cv.TAG_STATUS] == cv.STATUS_FINISHED
+    history = epoch_history(client, run.info.run_id)
+    assert_each_epoch_once(history)
+    logged_before_kill = [step for step, ts in history[cv.M_ITERATION] if ts < killed["at_ms"]]
+    # killed mid-epoch: epoch 1 (checkpointed) was done, epoch 2 was not
+    assert logged_before_kill == [1], (logged_before_kill, history[cv.M_ITERATION])
+    # resumed from the epoch-1 checkpoint: epoch 1 ran once; a restart from scratch reports it twice
+    assert recorder.epochs == list(range(1, EPOCHS + 1)), recorder.epochs
+    assert [int(m.value) for m in sorted(client.get_metric_history(run.info.run_id, cv.M_ITERATION),
+                                          key=lambda m: m.step)] == [19 * e for e in range(1, EPOCHS + 1)]
+    last = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())[-1]
+    assert load_checkpoint(last)["epoch"] == EPOCHS
+
+
+def test_tracking_server_outage_during_training_loses_no_epoch(ray_session, digits, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from cluster.mlflow_server import start_mlflow_server
+    from cluster.net import free_port
+    from cluster.processes import is_alive, stop_process_group
+    from orchestrator import tracking
+    from orchestrator.tune_runner import run_cells
+
+    # the server's background job runners (GenAI jobs) are not used here and triple its start-up time
+    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    store = f"sqlite:///{tmp_path / 'server.db'}"
+    port = free_port()
+    servers = [start_mlflow_server(store, state_dir=tmp_path / "mlflow", port=port)]
+    uri = servers[0].url
+    cell = make_cell(digits, "fault-tracking", batches=10)
+    outage: dict = {}
+    try:
+        experiment_id = tracking.ensure_experiment(uri, "fault-tracking")
+
+        def epochs_logged() -> int:
+            runs = MlflowClient(uri).search_runs([experiment_id])
+            return len(MlflowClient(uri).get_metric_history(runs[0].info.run_id, cv.M_ITERATION)) if runs else 0
+
+        def take_the_server_down(stop):
+            wait_for(lambda: epochs_logged() >= 1, 300, "epoch 1 never reached the server", stop)
+            outage["down_ms"] = int(time.time() * 1000)
+            stop_process_group(servers[0].pid)
+            time.sleep(6)  # the worker finishes epoch 2 (and tries to log it) while nobody answers
+            servers.append(start_mlflow_server(store, state_dir=tmp_path / "mlflow", port=port))
+            outage["up_ms"] = int(time.time() * 1000)
+
+        injector = Injector(take_the_server_down)
+        injector.start()
+        outcomes = run_cells([cell], grid_name="fault-tracking", tracking_uri=uri, experiment_id=experiment_id,
+                             storage_path=tmp_path / "results")
+        injector.finish()
+
+        assert [(o.status, o.error) for o in outcomes] == [("finished", None)]
+        assert not is_alive(servers[0].pid) and len(servers) == 2
+        client = MlflowClient(uri)
+        (run,) = client.search_runs([experiment_id])
+        assert run.info.status == "FINISHED" and run.data.tags[cv.TAG_STATUS] == cv.STATUS_FINISHED
+        history = epoch_history(client, run.info.run_id)
+        assert_each_epoch_once(history)
+        # the outage really overlapped training: some epoch ended while the server was down
+        # (its metrics carry that time) and still landed, once
+        during = [step for step, ts in history[cv.M_ITERATION] if outage["down_ms"] <= ts <= outage["up_ms"]]
+        assert during, (outage, history[cv.M_ITERATION])
+        versions = client.search_model_versions(f"name = '{cv.registered_model_name('digits', 'resnet8-A')}'")
+        assert [v.run_id for v in versions] == [run.info.run_id]
+    finally:
+        for server in servers:
+            stop_process_group(server.pid)
