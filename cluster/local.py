@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,8 @@ from cluster.processes import is_alive, start_time, stop_process_group
 
 STATE_FILE = "cluster.json"
 TOKEN_FILE = "ray_auth_token"
+RAY_STOP_TIMEOUT_S = 5.0
+_SAVE_LOCK = threading.Lock()
 OBJECT_STORE_BYTES = 100 * 1024 * 1024  # Ray's minimum is 75 MiB; cells pass tiny objects only
 
 
@@ -50,8 +53,8 @@ class Proc:
     def alive(self) -> bool:
         return is_alive(self.pid, self.started)
 
-    def stop(self) -> None:
-        stop_process_group(self.pid, self.started)
+    def stop(self, timeout: float = 20.0) -> None:
+        stop_process_group(self.pid, self.started, timeout=timeout)
 
 
 @dataclass
@@ -71,10 +74,11 @@ class LocalCluster:
     # --- persistence --------------------------------------------------------------
     def save(self) -> None:
         path = Path(self.state_dir) / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        with _SAVE_LOCK:  # `up` saves from two threads (Ray, tracking)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(self), indent=2))
+            tmp.chmod(0o600)
+            tmp.replace(path)
 
     @classmethod
     def load(cls, state_dir: str | Path) -> LocalCluster:
@@ -104,9 +108,8 @@ class LocalCluster:
         """Stop MLflow, the workers, the head and PostgreSQL; remove temp dirs and the state file."""
         if self.mlflow is not None:
             self.mlflow.stop()
-        for worker in self.workers:
-            worker.stop()
-        self.head.stop()
+        for node in [*self.workers, self.head]:  # a local dev cluster has nothing to flush: 5 s, then SIGKILL
+            node.stop(timeout=RAY_STOP_TIMEOUT_S)
         if self.postgres:
             from cluster.postgres import PostgresServer
 
@@ -183,25 +186,42 @@ def up(state_dir: str | Path | None = None, *, workers: int = 2, cpus_per_worker
     gcs_port, dashboard_port = free_port(), free_port()
     common = ["--block", "--disable-usage-stats", f"--object-store-memory={OBJECT_STORE_BYTES}"]
 
+    def node_ports() -> list[str]:  # the agent's HTTP port is fixed (52365) by default: one per node here
+        return [f"--dashboard-agent-listen-port={free_port()}"]
+
     head = _start([ray, "start", "--head", f"--port={gcs_port}", f"--num-cpus={head_cpus}", "--num-gpus=0",
                    "--include-dashboard=true", f"--dashboard-host={LOOPBACK}", f"--dashboard-port={dashboard_port}",
-                   f"--temp-dir={temp_dir}", *common], env, state / "ray-head.log")
+                   f"--temp-dir={temp_dir}", *node_ports(), *common], env, state / "ray-head.log")
     cluster = LocalCluster(state_dir=str(state), gcs_address="", dashboard_url=f"http://{LOOPBACK}:{dashboard_port}",
                            tracking_uri="", token_file=str(token_file), temp_dir=temp_dir, head=head)
+    tracking_error: list[BaseException] = []
+
+    def start_tracking() -> None:  # PostgreSQL + MLflow come up while Ray does
+        try:
+            _start_tracking(cluster, state, backend, timeout)
+        except BaseException as exc:  # re-raised in the main thread below
+            tracking_error.append(exc)
+
+    tracking = threading.Thread(target=start_tracking, name="start-tracking")
     try:
         cluster.save()
+        tracking.start()
         _wait(lambda: cluster.alive_nodes() >= 1, timeout, "Ray head", [head])
         cluster.gcs_address = _gcs_address(gcs_port)
         for index in range(workers):  # one at a time: concurrent raylet start-ups time out on 2 cores
             cluster.workers.append(_start(
                 [ray, "start", f"--address={cluster.gcs_address}", f"--num-cpus={cpus_per_worker:g}", "--num-gpus=0",
-                 *common], env, state / f"ray-worker-{index}.log"))
+                 *node_ports(), *common], env, state / f"ray-worker-{index}.log"))
             cluster.save()
             _wait(lambda n=index: cluster.alive_nodes() >= 2 + n, timeout, f"Ray worker node {index}",
                   [head, *cluster.workers])
-        _start_tracking(cluster, state, backend, timeout)
+        tracking.join()
+        if tracking_error:
+            raise tracking_error[0]
         cluster.save()
     except BaseException:
+        if tracking.is_alive():
+            tracking.join()
         cluster.down()
         raise
     return cluster

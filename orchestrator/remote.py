@@ -15,7 +15,6 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -29,12 +28,15 @@ import yaml
 
 from orchestrator import conventions as cv
 
-CHECK_TIMEOUT_S = 5.0
+CHECK_TIMEOUT_S = 8.0  # per check; a loaded head can take a few seconds to answer
+AGENT_PATIENCE_S = 60.0  # a head that just started may need this long before its job agent accepts jobs
 JOB_GRID_FILE = "grid.yaml"
+GRID_ENV = "RESNETCTL_GRID_YAML"
 META_GRID = "resnetctl.grid"
 META_EXPERIMENT = "resnetctl.experiment"
 META_CELLS = "resnetctl.cells"
 META_TRACKING = "resnetctl.tracking_uri"
+STORAGE_ENV = "RESNETCTL_STORAGE"  # `resnetctl run --storage`'s environment variable
 CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -179,15 +181,28 @@ class JobRequest:
     entrypoint: str
     runtime_env: dict[str, Any]
     metadata: dict[str, str]
-    working_dir: Path
+    grid_yaml: str
 
 
-def build_job(grid_path: Path, spec: Any, cells: list, *, tracking_uri: str, restart: bool) -> JobRequest:
-    """A self-contained grid file (absolute dataset paths, explicit tracking URI) in a fresh working_dir.
+def job_entrypoint(restart: bool) -> str:
+    """`resnetctl run grid.yaml` in a fresh folder, the grid written there from $RESNETCTL_GRID_YAML.
 
-    The job's working directory is a temporary copy on the cluster, so every path the grid names
-    relative to the submitter's folder is written out absolute (for a real cluster it must name
-    shared storage, e.g. /mnt/shared/data/cifar10).
+    The grid travels as an environment variable rather than a `working_dir` upload: with a
+    working_dir, the driver's `ray.init(runtime_env=...)` re-creates the job's environment
+    under it, and the first job on a fresh cluster then intermittently died importing torch
+    ("Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so").
+    """
+    run = shlex.join(["resnetctl", "run", JOB_GRID_FILE, *(["--restart"] if restart else [])])
+    return f'cd "$(mktemp -d)" && printf \'%s\' "${GRID_ENV}" > {JOB_GRID_FILE} && exec {run}'
+
+
+def build_job(grid_path: Path, spec: Any, cells: list, *, tracking_uri: str, restart: bool,
+              storage_path: str | None = None) -> JobRequest:
+    """A self-contained grid (absolute dataset paths, explicit tracking URI) and the job's environment.
+
+    The job runs in a folder of its own on the cluster, so every path the grid names relative
+    to the submitter's folder is written out absolute (for a real cluster it must name shared
+    storage, e.g. /mnt/shared/data/cifar10).
     """
     raw = yaml.safe_load(Path(grid_path).read_text())
     dataset = raw.setdefault("dataset", {})
@@ -196,22 +211,22 @@ def build_job(grid_path: Path, spec: Any, cells: list, *, tracking_uri: str, res
     if spec.dataset.paths:
         dataset["paths"] = {name: str(path) for name, path in spec.dataset.paths.items()}
     raw["tracking"] = {**(raw.get("tracking") or {}), "uri": tracking_uri}
-    working_dir = Path(tempfile.mkdtemp(prefix="resnetctl-job-"))
-    (working_dir / JOB_GRID_FILE).write_text(yaml.safe_dump(raw, sort_keys=False))
+    grid_yaml = yaml.safe_dump(raw, sort_keys=False)
 
-    env_vars = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true",
-                "RAY_USAGE_STATS_ENABLED": "0"}
+    # only keys of our own: Ray refuses a driver whose ray.init(runtime_env=...) repeats a job's env key
+    env_vars = {"MLFLOW_TRACKING_URI": tracking_uri, GRID_ENV: grid_yaml}
     data_paths = sorted({str(cell.dataset_path) for cell in cells})
     if data_paths:
         env_vars["RESNETCTL_DATASET_PATHS"] = os.pathsep.join(data_paths)
+    if storage_path:  # checkpoints: must outlive the job and be shared by the nodes (e.g. /mnt/shared/...)
+        env_vars[STORAGE_ENV] = storage_path
     env_vars.update({name: os.environ[name] for name in CREDENTIAL_ENV if os.environ.get(name)})
-    entrypoint = shlex.join(["resnetctl", "run", JOB_GRID_FILE, *(["--restart"] if restart else [])])
     return JobRequest(
-        entrypoint=entrypoint,
-        runtime_env={"working_dir": str(working_dir), "env_vars": env_vars},
+        entrypoint=job_entrypoint(restart),
+        runtime_env={"env_vars": env_vars},
         metadata={META_GRID: spec.name, META_EXPERIMENT: spec.experiment_name, META_CELLS: str(len(cells)),
                   META_TRACKING: _redact_uri(tracking_uri)},
-        working_dir=working_dir,
+        grid_yaml=grid_yaml,
     )
 
 
@@ -223,30 +238,49 @@ def _redact_uri(uri: str) -> str:
     return uri
 
 
-def submit_to_cluster(grid_path: Path, spec: Any, cells: list, *, address: str, detach: bool, restart: bool) -> int:
-    """Check the cluster and the tracking server, submit `resnetctl run` as a Ray Job; return the exit code."""
-    import shutil
+def submit_to_cluster(grid_path: Path, spec: Any, cells: list, *, address: str, detach: bool, restart: bool,
+                      storage_path: str | None = None) -> int:
+    """Check the cluster and the tracking server, submit `resnetctl run` as a Ray Job; return the exit code.
 
+    Checkpoints go to `storage_path` (or $RESNETCTL_STORAGE); on a cluster on this machine they
+    default to ./results here, so a resubmit resumes from them as a local submit would.
+    """
     url = dashboard_url(address)
     headers = ray_auth_headers(url)
     check_dashboard(url, headers)
     tracking_uri = effective_tracking_uri(spec)
-    check_tracking(tracking_uri, cluster_is_local=_is_loopback(url))
+    cluster_is_local = _is_loopback(url)
+    check_tracking(tracking_uri, cluster_is_local=cluster_is_local)
+    storage_path = storage_path or os.environ.get(STORAGE_ENV)
+    if storage_path is None and cluster_is_local:
+        storage_path = str(Path("results").resolve())
+    elif storage_path is not None and cluster_is_local:
+        storage_path = str(Path(storage_path).expanduser().resolve())
 
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(url, headers=headers)
-    request = build_job(Path(grid_path), spec, cells, tracking_uri=tracking_uri, restart=restart)
-    try:
-        job_id = client.submit_job(entrypoint=request.entrypoint, runtime_env=request.runtime_env,
-                                   metadata=request.metadata)
-    finally:
-        shutil.rmtree(request.working_dir, ignore_errors=True)  # uploaded to the cluster's GCS by now
+    request = build_job(Path(grid_path), spec, cells, tracking_uri=tracking_uri, restart=restart,
+                        storage_path=storage_path)
+    job_id = _submit_with_retry(client, request)
     if detach:
         click.echo(job_id)
         return 0
     click.echo(f"submitted {job_id} ({len(cells)} cells) to {url}; tracking {_redact_uri(tracking_uri)}", err=True)
     return follow_job(client, job_id)
+
+
+def _submit_with_retry(client, request: JobRequest, patience_s: float = AGENT_PATIENCE_S) -> str:
+    """submit_job, retried while a freshly started head has no job agent yet (Ray says: try again later)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=request.entrypoint, runtime_env=request.runtime_env,
+                                     metadata=request.metadata)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 # --- following and inspecting jobs -------------------------------------------------------------

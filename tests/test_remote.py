@@ -184,30 +184,36 @@ def test_dashboard_url_adds_the_scheme():
 
 
 def test_job_request_is_self_contained(tmp_path, monkeypatch):
+    import yaml
+
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.chdir(tmp_path)
     grid = tmp_path / "grid.yaml"
     grid.write_text(GRID.format(data="digits", uri="http://head:5000"))
     spec, cells = load_cells(grid, check_data=False)
-    job = remote.build_job(grid, spec, cells, tracking_uri="http://head:5000", restart=True)
-    try:
-        import yaml
-
-        written = yaml.safe_load((job.working_dir / "grid.yaml").read_text())
-        assert written["dataset"]["path"] == str(tmp_path / "digits")  # absolute: the job runs elsewhere
-        assert written["tracking"]["uri"] == "http://head:5000"
-        assert job.entrypoint == "resnetctl run grid.yaml --restart"
-        env = job.runtime_env["env_vars"]
-        assert env["MLFLOW_TRACKING_URI"] == "http://head:5000"
-        assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == ("alice", "pw")
-        assert job.runtime_env["working_dir"] == str(job.working_dir)
-        assert job.metadata == {"resnetctl.grid": "remote-check", "resnetctl.experiment": "remote-check",
-                                "resnetctl.cells": "2", "resnetctl.tracking_uri": "http://head:5000"}
-    finally:
-        import shutil
-
-        shutil.rmtree(job.working_dir)
+    job = remote.build_job(grid, spec, cells, tracking_uri="http://head:5000", restart=True,
+                           storage_path="/mnt/shared/results")
+    env = job.runtime_env["env_vars"]
+    written = yaml.safe_load(env["RESNETCTL_GRID_YAML"])
+    assert written["dataset"]["path"] == str(tmp_path / "digits")  # absolute: the job runs elsewhere
+    assert written["tracking"]["uri"] == "http://head:5000"
+    assert env["MLFLOW_TRACKING_URI"] == "http://head:5000"
+    assert env["RESNETCTL_STORAGE"] == "/mnt/shared/results"
+    assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == ("alice", "pw")
+    assert "working_dir" not in job.runtime_env
+    assert job.metadata == {"resnetctl.grid": "remote-check", "resnetctl.experiment": "remote-check",
+                            "resnetctl.cells": "2", "resnetctl.tracking_uri": "http://head:5000"}
+    # the entrypoint, run by a shell as Ray runs it, writes the grid and calls `resnetctl run grid.yaml --restart`
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "resnetctl").write_text('#!/bin/sh\necho "args: $*"; cat grid.yaml\n')
+    (fake_bin / "resnetctl").chmod(0o755)
+    result = subprocess.run(job.entrypoint, shell=True, capture_output=True, text=True, timeout=30,
+                            env={**env, "PATH": f"{fake_bin}:/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("args: run grid.yaml --restart\n")
+    assert yaml.safe_load(result.stdout.split("\n", 1)[1]) == written
 
 
 def test_job_commands_with_a_dead_address_exit_2_quickly():
