@@ -135,7 +135,8 @@ def cell_params(cell: Cell) -> dict[str, str]:
     return {k: str(v)[:6000] for k, v in params.items()}
 
 
-def open_cell_run(uri: str, experiment_id: str, cell: Cell, *, restart: bool = False) -> str:
+def open_cell_run(uri: str, experiment_id: str, cell: Cell, *, restart: bool = False,
+                  status: str = "RUNNING") -> str:
     """Return the run id the cell trains into: its own unfinished run, or a new one.
 
     A finished run is only replaced when `restart` is set (the old one is deleted so the
@@ -150,13 +151,15 @@ def open_cell_run(uri: str, experiment_id: str, cell: Cell, *, restart: bool = F
         client.delete_run(run.info.run_id)
         run = None
     if run is not None:
-        client.update_run(run.info.run_id, status="RUNNING")
+        client.update_run(run.info.run_id, status=status)
         client.set_tag(run.info.run_id, cv.TAG_STATUS, STATUS_RUNNING)
         return run.info.run_id
     tags = cell_tags(cell)
     run = client.create_run(experiment_id, run_name=cell.name, tags=tags)
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in cell_params(cell).items()],
                      tags=[RunTag(k, v) for k, v in tags.items()])
+    if status != "RUNNING":  # e.g. SCHEDULED until its trial starts
+        client.update_run(run.info.run_id, status=status)
     return run.info.run_id
 
 
@@ -177,12 +180,12 @@ def mark_run_failed(uri: str, run_id: str) -> None:
 
 
 def close_dangling_runs(uri: str, experiment_id: str, run_ids: Iterable[str]) -> list[str]:
-    """Mark FAILED the given runs that are still RUNNING but not finished (their trial died)."""
+    """Mark FAILED the given runs still RUNNING/SCHEDULED but not finished (their trial died or never ran)."""
     closed = []
     client = _client(uri)
     for run_id in run_ids:
         run = client.get_run(run_id)
-        if run.info.status == "RUNNING" and not is_finished(run):
+        if run.info.status in ("RUNNING", "SCHEDULED") and not is_finished(run):
             mark_run_failed(uri, run_id)
             closed.append(run_id)
     return closed
@@ -197,6 +200,7 @@ class CellRunLogger:
 
     def __post_init__(self) -> None:
         self._client = _client(self.uri)
+        self._client.update_run(self.run_id, status="RUNNING")  # from SCHEDULED (or FAILED, on a retry)
         history = self._client.get_metric_history(self.run_id, cv.M_ITERATION)
         self._logged_steps = {m.step for m in history}
 

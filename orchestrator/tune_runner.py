@@ -35,6 +35,8 @@ FAST_RAY_ENV = {
     "TUNE_RESULT_BUFFER_LENGTH": "1",
     "TUNE_GLOBAL_CHECKPOINT_S": "30",
     "TUNE_MAX_PENDING_TRIALS_PG": "8",
+    # Tune's table printer writes to stdout under the rich progress board; resnetctl draws its own
+    "RAY_AIR_NEW_OUTPUT": "0",
 }
 
 
@@ -93,18 +95,21 @@ def clear_checkpoints(cell: Cell, storage_path: str | os.PathLike | None = None)
 
 
 def cell_trainable(config: dict[str, Any]) -> None:
-    """One Tune trial: open (or reuse) the cell's MLflow run, then fit its TorchTrainer."""
+    """One Tune trial: fit the cell's TorchTrainer into the MLflow run the driver opened for it.
+
+    The trial process never imports MLflow on the way to training (the driver opened the
+    run, rank 0 writes to it): each import here is paid again by every cell.
+    """
     trial_started_at = time.time()
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.tracking import mark_run_failed, open_cell_run
     from orchestrator.train_loop import train_loop_per_worker
 
     cell = Cell.from_dict(config["cell"])
-    uri, experiment_id = config["tracking_uri"], config["experiment_id"]
-    run_id = open_cell_run(uri, experiment_id, cell) if uri else None
+    uri = config["tracking_uri"]
+    run_id = (config.get("run_ids") or {}).get(cell.cell_id)
     res = cell.resources
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -128,6 +133,8 @@ def cell_trainable(config: dict[str, Any]) -> None:
         trainer.fit()
     except BaseException:
         if run_id is not None:
+            from orchestrator.tracking import mark_run_failed
+
             mark_run_failed(uri, run_id)
         raise
 
@@ -151,11 +158,20 @@ def run_cells(
     callbacks: Sequence[Any] = (),
     max_failures: int = TRAIN_MAX_FAILURES,
 ) -> list[CellOutcome]:
-    """Run `cells` as one Tune experiment (one trial per cell) and say how each ended."""
+    """Run `cells` as one Tune experiment (one trial per cell) and say how each ended.
+
+    Each cell's MLflow run is opened (or its unfinished one reused) here in the driver,
+    one after another, before any trial starts: no two processes race to create runs.
+    """
     from ray import tune
 
     if not cells:
         return []
+    run_ids: dict[str, str] = {}
+    if tracking_uri:
+        from orchestrator.tracking import open_cell_run
+
+        run_ids = {c.cell_id: open_cell_run(tracking_uri, experiment_id, c, status="SCHEDULED") for c in cells}
     storage = storage_root(storage_path)
     storage.mkdir(parents=True, exist_ok=True)
     by_id = {c.cell_id: c for c in cells}
@@ -171,7 +187,7 @@ def run_cells(
         param_space={
             "cell": tune.grid_search([c.to_dict() for c in cells]),
             "tracking_uri": tracking_uri,
-            "experiment_id": experiment_id,
+            "run_ids": run_ids,
             "storage_path": str(storage),
             "max_failures": max_failures,
         },

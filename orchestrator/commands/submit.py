@@ -11,6 +11,7 @@ ones from their checkpoints and runs new ones; `--restart` starts every cell afr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import click
 
@@ -60,34 +61,35 @@ def run_grid(
         from orchestrator.progress import GridProgress
 
         board = GridProgress(todo, skipped=skipped, console=console)
-        if progress:
-            with board:
-                outcomes = tune_runner.run_cells(
-                    todo, grid_name=spec.name, tracking_uri=uri, experiment_id=experiment_id,
-                    storage_path=storage_path, max_concurrent_cells=spec.resources.max_concurrent_cells,
-                    callbacks=[board],
-                )
-        else:
+        with board if progress else nullcontext():
             outcomes = tune_runner.run_cells(
                 todo, grid_name=spec.name, tracking_uri=uri, experiment_id=experiment_id,
                 storage_path=storage_path, max_concurrent_cells=spec.resources.max_concurrent_cells,
+                callbacks=[board] if progress else [],
             )
+    except BaseException:  # Ctrl-C or a driver error: no cell's run is left RUNNING/SCHEDULED
+        for cell in todo:
+            run = tracking.find_cell_run(uri, experiment_id, cell.cell_id)
+            if run is not None:
+                tracking.close_dangling_runs(uri, experiment_id, [run.info.run_id])
+        raise
     finally:
         if started:
             import ray
 
             ray.shutdown()
 
-    failed = [o for o in outcomes if o.status != "finished"]
-    for outcome in failed:  # a trial that died hard may not have closed its run
-        run = tracking.find_cell_run(uri, experiment_id, outcome.cell.cell_id)
+    for outcome in outcomes:
+        if outcome.status != "finished":
+            console.print(f"[red]cell {outcome.cell.name} failed[/]: {(outcome.error or '').strip()[-500:]}")
+    finished = tracking.finished_cell_ids(uri, experiment_id)
+    missing = [c for c in todo if c.cell_id not in finished]
+    for cell in missing:  # a trial that died hard, or never started, leaves no run RUNNING/SCHEDULED
+        run = tracking.find_cell_run(uri, experiment_id, cell.cell_id)
         if run is not None:
             tracking.close_dangling_runs(uri, experiment_id, [run.info.run_id])
-        console.print(f"[red]cell {outcome.cell.name} failed[/]: {(outcome.error or '').splitlines()[-1:]}")
-    finished = tracking.finished_cell_ids(uri, experiment_id)
-    missing = [c.name for c in todo if c.cell_id not in finished]
     if missing:
-        console.print(f"[red]{len(missing)} cell(s) did not finish[/]: {', '.join(missing)}; "
+        console.print(f"[red]{len(missing)} cell(s) did not finish[/]: {', '.join(c.name for c in missing)}; "
                       "submit again to resume them from their checkpoints")
         return 1
     console.print(f"grid [bold]{spec.name}[/]: all {len(cells)} cells finished")
