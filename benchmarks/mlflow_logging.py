@@ -3,25 +3,20 @@
 Both write the same per-epoch metrics (conventions.EPOCH_METRICS) for the same number of
 epochs into a fresh SQLite store; the ratio is what batching saves per epoch of a cell.
 
-    python benchmarks/logging.py [--epochs 200]
+    python benchmarks/mlflow_logging.py [--epochs 200]
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# this file is named like the stdlib module: keep its folder off the import path
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def per_metric_calls(uri: str, experiment: str, epochs: int, metrics: list[str]) -> float:
