@@ -22,6 +22,9 @@ from orchestrator.cells import Cell
 DEFAULT_STORAGE = "results"
 DRIVER_MEMORY_BYTES = 64 * 1024**2  # the trial driver's only reservation: no CPU
 TRAIN_MAX_FAILURES = 2  # a killed worker restarts from its latest checkpoint this many times
+# a trial whose own process died (its node was lost) is started again, on a live node; its
+# TorchTrainer finds the cell's checkpoints under the same run name and resumes from them
+TRIAL_MAX_FAILURES = 1
 FAST_RAY_ENV = {
     # the Train controller polls its workers every 2 s by default: a tiny trial waits on it
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
@@ -202,7 +205,7 @@ def run_cells(
             storage_path=str(storage),
             callbacks=list(callbacks),
             verbose=0,
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=TRIAL_MAX_FAILURES),
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0),
         ),
     )

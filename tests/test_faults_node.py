@@ -1,0 +1,145 @@
+"""Fault: a worker node of the local multi-node cluster is stopped while a cell trains on it.
+
+The local cluster (`cluster.local`: a head with no CPU and two one-CPU worker nodes, MLflow
+server beside it) runs a one-cell grid submitted through the Jobs API. Once the cell has a
+registered checkpoint, the node its Ray Train worker lives on is stopped (its whole process
+group: raylet, workers). The cell must move to the other node, resume from its checkpoint and
+finish, with each epoch's metrics exactly once in its one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from orchestrator import conventions as cv
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 3
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train writes it once a reported checkpoint is registered
+RESNETCTL = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
+
+GRID = f"""\
+name: fault-node
+dataset:
+  name: digits
+  path: {{data}}
+grid:
+  depth: [8]
+  shortcut: [A]
+  seed: [0]
+train:
+  epochs: {EPOCHS}
+  batch_size: 64
+  max_train_batches: 19
+  loader: torch
+  num_workers: 0
+  eval_protocol: full
+resources:
+  workers_per_cell: 1
+  cpus_per_worker: 1
+  max_concurrent_cells: 1
+"""
+
+
+def _train_worker_pids(node_pid: int) -> list[int]:
+    """Ray Train worker processes under one node's `ray start` process tree."""
+    try:
+        tree = psutil.Process(node_pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    found = []
+    for proc in tree:
+        try:
+            if "RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc.pid)
+        except psutil.Error:
+            pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def local_cluster(tmp_path_factory):
+    local = pytest.importorskip("cluster.local", reason="the local multi-node cluster (cluster/local.py) is not there")
+    state = tmp_path_factory.mktemp("fault-node-cluster")
+    old = os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION")
+    # the server's background job runners (GenAI jobs) are not used here and triple its start-up time
+    os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    try:
+        cluster = local.up(state, workers=2, cpus_per_worker=1, backend="sqlite")
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", None)
+        else:
+            os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = old
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
+def test_a_stopped_worker_node_moves_the_cell_which_resumes_and_finishes(local_cluster, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    import pipelines
+
+    cluster = local_cluster
+    pipelines.prepare_dataset("digits", tmp_path / "digits", num_workers=1)
+    (tmp_path / "grid.yaml").write_text(GRID.format(data=tmp_path / "digits"))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # the grid's driver joins the cluster as a Ray Job's entrypoint does (`resnetctl run` with RAY_ADDRESS);
+    # on this machine it attaches to the head node, so only the cell's Train worker is on a worker node
+    env.update(RAY_ADDRESS=cluster.gcs_address, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=cluster.token_file,
+               MLFLOW_TRACKING_URI=cluster.tracking_uri, COLUMNS="200")
+    with open(tmp_path / "submit.log", "w") as log:
+        submit = subprocess.Popen([*RESNETCTL, "run", "grid.yaml"], cwd=tmp_path, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 400
+        victim = None
+        while victim is None:
+            assert submit.poll() is None, (tmp_path / "submit.log").read_text()[-4000:]
+            assert time.monotonic() < deadline, "no checkpoint within 400 s"
+            time.sleep(0.1)
+            if list((tmp_path / "results").glob(f"*/{SNAPSHOT}")):
+                hosts = [node for node in cluster.workers if _train_worker_pids(node.pid)]
+                victim = hosts[0] if hosts else None
+        stopped_at_ms = int(time.time() * 1000)
+        victim.stop(timeout=5)
+        assert not victim.alive()
+        survivor = next(node for node in cluster.workers if node is not victim)
+        moved = None
+        while moved is None and submit.poll() is None:
+            moved = _train_worker_pids(survivor.pid) or None
+            time.sleep(0.1)
+        submit.wait(400)
+    finally:
+        if submit.poll() is None:
+            submit.kill()
+            submit.wait(30)
+    log_text = (tmp_path / "submit.log").read_text()
+    assert submit.returncode == 0, log_text[-4000:]
+    assert moved, "the cell never ran on the surviving node"
+
+    client = MlflowClient(cluster.tracking_uri)
+    experiment = client.get_experiment_by_name("fault-node")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags[cv.TAG_STATUS] == cv.STATUS_FINISHED
+    iterations = sorted(client.get_metric_history(run.info.run_id, cv.M_ITERATION), key=lambda m: m.step)
+    for key in cv.EPOCH_METRICS:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [1, 2, 3], key
+    assert [int(m.value) for m in iterations] == [19, 38, 57]
+    before = [m.step for m in iterations if m.timestamp < stopped_at_ms]
+    assert before and before[-1] < EPOCHS, before  # stopped mid-cell, after a checkpoint
+    # resumed, not restarted: the new worker reported only epochs after the checkpoint (Tune's result log)
+    (results,) = (tmp_path / "results").glob("tune-fault-node/*/result.json")
+    reported = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    assert [r["epoch"] for r in reported] == list(range(1, EPOCHS + 1)), [r["epoch"] for r in reported]
+    assert reported[0]["worker_started_at"] * 1000 < stopped_at_ms < reported[-1]["worker_started_at"] * 1000
