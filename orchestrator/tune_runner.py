@@ -48,8 +48,15 @@ def train_run_name(cell: Cell) -> str:
     return f"{cell.name}-{cell.cell_id}"
 
 
-def storage_root(storage_path: str | os.PathLike | None = None) -> Path:
-    return Path(storage_path or DEFAULT_STORAGE).expanduser().resolve()
+def storage_root(storage_path: str | os.PathLike | None = None) -> str:
+    """Where Tune and Train keep results and checkpoints: an absolute folder, or a URI kept as given.
+
+    Multi-node clusters need storage every node reaches (s3://, gs://, or a shared mount).
+    """
+    value = str(storage_path or DEFAULT_STORAGE)
+    if "://" in value:
+        return value.rstrip("/")
+    return str(Path(value).expanduser().resolve())
 
 
 def apply_fast_env() -> None:
@@ -92,7 +99,15 @@ def init_ray(
 
 def clear_checkpoints(cell: Cell, storage_path: str | os.PathLike | None = None) -> None:
     """`--restart`: forget the cell's Train run (checkpoints and state) so it starts from scratch."""
-    folder = storage_root(storage_path) / train_run_name(cell)
+    root = storage_root(storage_path)
+    if "://" in root:
+        import pyarrow.fs
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(f"{root}/{train_run_name(cell)}")
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+            fs.delete_dir(path)
+        return
+    folder = Path(root) / train_run_name(cell)
     if folder.exists():
         shutil.rmtree(folder)
 
@@ -176,7 +191,8 @@ def run_cells(
 
         run_ids = {c.cell_id: open_cell_run(tracking_uri, experiment_id, c, status="SCHEDULED") for c in cells}
     storage = storage_root(storage_path)
-    storage.mkdir(parents=True, exist_ok=True)
+    if "://" not in storage:
+        Path(storage).mkdir(parents=True, exist_ok=True)
     by_id = {c.cell_id: c for c in cells}
 
     def trial_name(trial) -> str:

@@ -74,3 +74,17 @@ def test_submit_validates_the_grid_before_anything_else(tmp_path, monkeypatch):
         assert result.exit_code == 2, result.output
         assert "bogus" in result.output
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()
+
+
+def test_storage_is_absolute_or_a_uri_and_restart_clears_only_that_cell(tmp_path, monkeypatch):
+    from orchestrator.tune_runner import clear_checkpoints, storage_root, train_run_name
+
+    monkeypatch.chdir(tmp_path)
+    assert storage_root(None) == str(tmp_path.resolve() / "results")
+    assert storage_root("s3://bucket/runs/") == "s3://bucket/runs"
+    keep, drop = _cell(8), _cell(14)
+    assert train_run_name(drop) == f"resnet14-A-digits-s0-{drop.cell_id}"
+    for cell in (keep, drop):
+        (tmp_path / "results" / train_run_name(cell) / "checkpoint_x").mkdir(parents=True)
+    clear_checkpoints(drop, "results")
+    assert [p.name for p in (tmp_path / "results").iterdir()] == [train_run_name(keep)]
