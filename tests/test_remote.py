@@ -16,6 +16,8 @@ from cluster.net import free_port
 from orchestrator import remote
 from orchestrator.commands._grid import load_cells
 
+pytestmark = pytest.mark.slow  # starts small HTTP servers (fake Ray head, fake MLflow)
+
 RESNETCTL = str(Path(sys.executable).with_name("resnetctl"))
 FAST_S = 8.0  # "within seconds": the checks time out after 5 s each
 
