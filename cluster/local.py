@@ -106,8 +106,8 @@ class LocalCluster:
     # --- stopping --------------------------------------------------------------------
     def down(self) -> None:
         """Stop MLflow, the workers, the head and PostgreSQL; remove temp dirs and the state file."""
-        if self.mlflow is not None:
-            self.mlflow.stop()
+        if self.mlflow is not None:  # its runs are committed already; uvicorn's graceful stop just waits
+            self.mlflow.stop(timeout=RAY_STOP_TIMEOUT_S)
         for node in [*self.workers, self.head]:  # a local dev cluster has nothing to flush: 5 s, then SIGKILL
             node.stop(timeout=RAY_STOP_TIMEOUT_S)
         if self.postgres:

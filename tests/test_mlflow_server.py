@@ -44,7 +44,7 @@ def pg_server(tmp_path_factory):
     pg = PostgresServer.create(tmp_path_factory.mktemp("pg")).start()
     server = start_mlflow_server(pg.uri, state_dir=tmp_path_factory.mktemp("mlflow"), port=free_port())
     yield pg, server
-    stop_process_group(server.pid)
+    stop_process_group(server.pid, timeout=5)
     pg.remove()
 
 
@@ -117,7 +117,7 @@ def test_ui_with_auth_answers_401_without_credentials(tmp_path):
         assert _get(search, {"Authorization": basic}) == 200
         assert _get(search, {"Authorization": basic, "Host": "attacker.example"}) == 403
     finally:
-        stop_process_group(proc.pid)
+        stop_process_group(proc.pid, timeout=5)
     assert not is_alive(proc.pid)
     assert (tmp_path / "basic_auth.db").is_file()
 
