@@ -9,9 +9,11 @@ RUNNING.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -67,15 +69,22 @@ def _client(workdir: Path):
     return MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
 
 
+def _store_ready(workdir: Path) -> bool:
+    """The submit has created the schema and the experiment (read-only: an MlflowClient opened on a
+    half-created SQLite store would try to create the schema too, racing the submit)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{workdir / 'mlflow.db'}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT 1 FROM experiments WHERE name = 'fault-driver'").fetchone() is not None
+    except sqlite3.Error:
+        return False
+
+
 def _runs(workdir: Path) -> list:
-    if not (workdir / "mlflow.db").exists():
+    if not _store_ready(workdir):
         return []
     client = _client(workdir)
-    try:
-        experiment = client.get_experiment_by_name("fault-driver")
-        return [] if experiment is None else client.search_runs([experiment.experiment_id])
-    except Exception:  # the store is being created by the submit
-        return []
+    experiment = client.get_experiment_by_name("fault-driver")
+    return client.search_runs([experiment.experiment_id])
 
 
 def _history(client, run_id: str) -> dict[str, list[tuple[int, int, float]]]:
