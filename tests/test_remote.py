@@ -19,7 +19,7 @@ from orchestrator.commands._grid import load_cells
 pytestmark = pytest.mark.slow  # starts small HTTP servers (fake Ray head, fake MLflow)
 
 RESNETCTL = str(Path(sys.executable).with_name("resnetctl"))
-FAST_S = 8.0  # "within seconds": the checks time out after 5 s each
+FAST_S = remote.CHECK_TIMEOUT_S + 4  # "within seconds": each check gives up after CHECK_TIMEOUT_S
 
 GRID = """\
 name: remote-check
