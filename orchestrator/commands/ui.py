@@ -8,6 +8,7 @@ basic-auth app in front, so an unauthenticated request gets 401.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,7 @@ def ui_command(backend_store_uri: str, host: str, port: int, allowed_hosts: tupl
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         click.echo(f"MLflow UI on http://{shown}:{port} (store {_redact(backend_store_uri)}); Ctrl-C stops it",
                    err=True)
+        signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: the server first, then our temp dir
         proc = subprocess.Popen(cmd, env=env)
         try:
             code = proc.wait()
@@ -74,6 +76,10 @@ def ui_command(backend_store_uri: str, host: str, port: int, allowed_hosts: tupl
             proc.terminate()
             code = proc.wait()
     sys.exit(code)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _redact(uri: str) -> str:
