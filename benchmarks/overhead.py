@@ -23,6 +23,10 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# a Ray worker with 1 CPU runs with OMP_NUM_THREADS=1 (all BLAS/OpenMP pools single-threaded):
+# give the bare loop the same, or it competes with idle spinning pool threads
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 
 def make_cell(args, data: str):
