@@ -82,11 +82,14 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        """Stable 12-hex id of what is trained (resources excluded: they change where, not what)."""
+        """Stable 12-hex id of what is trained.
+
+        Resources and the data's location are excluded: they change where a cell runs and reads,
+        not what it trains, so a grid resubmitted from another folder or cluster finds its runs.
+        """
         payload = dataclasses.asdict(self)
         payload.pop("resources")
-        if not payload["label"]:
-            payload.pop("label")  # ids of unlabelled cells stay what they were before labels existed
+        payload.pop("dataset_path")
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

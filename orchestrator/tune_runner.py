@@ -226,11 +226,18 @@ def run_cells(
         ),
     )
     results = tuner.fit()
-    outcomes = []
+    # match results to cells by trial folder: a trial that died early may come back without its config
+    by_dirname = {train_run_name(c): c for c in cells}
+    outcomes = {}
     for result in results:
-        cell = by_id[Cell.from_dict(result.config["cell"]).cell_id]
+        cell = by_dirname.get(str(result.path or "").rstrip("/").rsplit("/", 1)[-1])
+        if cell is None and result.config:
+            cell = by_id.get(Cell.from_dict(result.config["cell"]).cell_id)
+        if cell is None:
+            continue
         if result.error is not None:
-            outcomes.append(CellOutcome(cell, "error", dict(result.metrics or {}), error=str(result.error)))
+            outcomes[cell.cell_id] = CellOutcome(cell, "error", dict(result.metrics or {}), error=str(result.error))
         else:
-            outcomes.append(CellOutcome(cell, "finished", dict(result.metrics or {})))
-    return outcomes
+            outcomes[cell.cell_id] = CellOutcome(cell, "finished", dict(result.metrics or {}))
+    return [outcomes.get(c.cell_id) or CellOutcome(c, "error", error="Ray Tune returned no result for this cell")
+            for c in cells]

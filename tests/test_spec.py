@@ -207,3 +207,16 @@ def test_grid_loading_imports_nothing_heavy(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "4 []"
+
+
+def test_cell_id_ignores_where_the_data_lies_and_the_resources():
+    from dataclasses import replace
+
+    from orchestrator.cells import Cell, Resources, TrainConfig
+
+    cell = Cell(grid="g", arch="resnet20-A", depth=20, shortcut="A", variant="cifar", dataset="digits",
+                dataset_path="/a/digits", seed=0, train=TrainConfig(batch_size=64, lr=0.1, epochs=2))
+    assert replace(cell, dataset_path="/elsewhere/digits").cell_id == cell.cell_id
+    assert replace(cell, resources=Resources(workers_per_cell=4)).cell_id == cell.cell_id
+    assert replace(cell, seed=1).cell_id != cell.cell_id
+    assert replace(cell, train=replace(cell.train, lr=0.05)).cell_id != cell.cell_id

@@ -50,8 +50,7 @@ def test_progress_pickles_without_its_terminal():
     assert copy.names == board.names and copy._live is None
 
 
-def test_detach_without_address_is_a_usage_error(tmp_path, monkeypatch):
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+def _tiny_grid(tmp_path):
     data = tmp_path / "digits"
     data.mkdir()
     (data / "manifest.json").write_text('{"dataset": "digits", "num_classes": 10, "image_size": 32, '
@@ -59,9 +58,35 @@ def test_detach_without_address_is_a_usage_error(tmp_path, monkeypatch):
     (data / "train.beton").write_bytes(b"")
     grid = tmp_path / "g.yaml"
     grid.write_text(f"name: g\ndataset: {{name: digits, path: {data}}}\ngrid: {{depth: [8]}}\n")
+    return grid
+
+
+def test_detach_without_address_is_a_usage_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    grid = _tiny_grid(tmp_path)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["submit", str(grid), "--detach"])
     assert result.exit_code == 2 and "--detach needs --address" in result.output
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_submit_with_an_address_hands_the_validated_grid_and_storage_to_the_cluster(tmp_path, monkeypatch):
+    import orchestrator.remote
+
+    calls = []
+
+    def fake_submit(grid_path, spec, cells, **options):
+        calls.append((grid_path, spec.name, [c.name for c in cells], options))
+        return 0
+
+    monkeypatch.setattr(orchestrator.remote, "submit_to_cluster", fake_submit)
+    grid = _tiny_grid(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["submit", str(grid), "--address", "http://127.0.0.1:1", "--detach",
+                                       "--storage", "s3://bucket/runs"])
+    assert result.exit_code == 0, result.output
+    assert calls == [(str(grid), "g", ["resnet8-A-digits-s0"], {"address": "http://127.0.0.1:1", "detach": True,
+                                                                 "restart": False, "storage_path": "s3://bucket/runs"})]
     assert not (tmp_path / "mlflow.db").exists()
 
 

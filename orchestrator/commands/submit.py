@@ -125,7 +125,8 @@ def submit_command(grid_path: str, restart: bool, yes: bool, storage_path: str |
     if address:
         from orchestrator.remote import submit_to_cluster
 
-        raise SystemExit(submit_to_cluster(grid_path, spec, cells, address=address, detach=detach, restart=restart))
+        raise SystemExit(submit_to_cluster(grid_path, spec, cells, address=address, detach=detach, restart=restart,
+                                           storage_path=storage_path))
     if detach:
         raise click.UsageError("--detach needs --address (a cluster to leave the job on)")
     raise SystemExit(run_grid(spec, cells, restart=restart, storage_path=storage_path, verbose=verbose))
