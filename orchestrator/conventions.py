@@ -77,3 +77,5 @@ EVAL_10CROP = "10crop"
 EVAL_FULL = "full"
 EVAL_MULTISCALE = "multiscale"  # fully-convolutional multi-scale testing (paper Table 4)
 STATUS_FINISHED = "finished"
+STATUS_RUNNING = "running"
+STATUS_FAILED = "failed"

@@ -21,9 +21,9 @@ from orchestrator import conventions as cv
 from orchestrator.cells import Cell
 
 DEFAULT_DB_NAME = "mlflow.db"
-STATUS_FINISHED = "finished"
-STATUS_RUNNING = "running"
-STATUS_FAILED = "failed"
+STATUS_FINISHED = cv.STATUS_FINISHED
+STATUS_RUNNING = cv.STATUS_RUNNING
+STATUS_FAILED = cv.STATUS_FAILED
 
 
 def _client(uri: str):
@@ -221,6 +221,13 @@ class CellRunLogger:
         self._client.log_batch(self.run_id, metrics=batch)
         self._logged_steps.add(epoch)
         return True
+
+    def log_model_size(self, *, num_params: int, mult_adds: int) -> None:
+        """Parameters and multiply-adds per image of the trained network (the report's Table 6 column)."""
+        from mlflow.entities import Param
+
+        self._client.log_batch(self.run_id, params=[Param(cv.PARAM_NUM_PARAMS, str(num_params)),
+                                                    Param(cv.PARAM_MULT_ADDS, str(mult_adds))])
 
     def log_final(self, metrics: Mapping[str, float]) -> None:
         from mlflow.entities import Metric

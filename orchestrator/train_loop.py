@@ -394,7 +394,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def finalize_run(trainer: CellTrainer, logger) -> None:
     """Rank 0, after the last epoch: layer responses, curves, compute used, model; then `finished`."""
+    import models
+
     cell = trainer.cell
+    net = trainer.net.module if hasattr(trainer.net, "module") else trainer.net
+    logger.log_model_size(num_params=models.count_parameters(net),
+                          mult_adds=models.count_multiply_adds(net, models.INPUT_SIZES[cell.variant]))
     logger.log_layer_responses(trainer.layer_responses())
     logger.log_curves(trainer.curves)
     worker_hours = trainer.elapsed_s * trainer.world_size / 3600.0

@@ -109,6 +109,8 @@ def test_submit_runs_every_cell_once_with_epochs_model_and_checkpoint(workdir, f
         for key in cv.EPOCH_METRICS:
             assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == [1, 2], key
         arch = run.data.tags[cv.TAG_ARCH]
+        assert run.data.params[cv.PARAM_NUM_PARAMS] == "75290"  # 8 layers, option A and plain alike
+        assert run.data.params[cv.PARAM_MULT_ADDS] == "12239488"  # one 32x32 image
         versions = client.search_model_versions(f"name = '{cv.registered_model_name('digits', arch)}'")
         assert sum(v.run_id == run.info.run_id for v in versions) == 1
         folder = workdir / "results" / f"{run.info.run_name}-{run.data.tags[cv.TAG_CELL_ID]}"

@@ -123,7 +123,7 @@ class _Grid:
 
 
 def _failed(run: RunRecord) -> bool:
-    return run.status in ("FAILED", "KILLED") or run.tags.get(C.TAG_STATUS) == "failed"
+    return run.status in ("FAILED", "KILLED") or run.tags.get(C.TAG_STATUS) == C.STATUS_FAILED
 
 
 def _account(table: Table, grid: _Grid, dataset: str, protocol: str | None, archs: Sequence[str]) -> None:
