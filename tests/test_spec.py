@@ -42,7 +42,8 @@ def test_overrides_mirror_train_config():
     ("example", "count", "some_names"),
     [
         ("quickstart.yaml", 4, {"plain8-digits-s0", "resnet20-A-digits-s0"}),
-        ("cifar10-table6.yaml", 14, {"plain56-cifar10-s0", "resnet110-A-cifar10-s4", "resnet1202-A-cifar10-s0"}),
+        ("cifar10-table6.yaml", 15, {"plain56-cifar10-s0", "plain110-cifar10-s0", "resnet110-A-cifar10-s4",
+                                 "resnet1202-A-cifar10-s0"}),
         ("imagenet-table3.yaml", 11, {"plain18-imagenet-s0", "resnet34-C-imagenet-s0", "resnet152-B-imagenet-s0"}),
     ],
 )
