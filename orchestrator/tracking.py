@@ -21,9 +21,6 @@ from orchestrator import conventions as cv
 from orchestrator.cells import Cell
 
 DEFAULT_DB_NAME = "mlflow.db"
-STATUS_FINISHED = cv.STATUS_FINISHED
-STATUS_RUNNING = cv.STATUS_RUNNING
-STATUS_FAILED = cv.STATUS_FAILED
 
 
 def _client(uri: str):
@@ -84,20 +81,17 @@ def find_cell_run(uri: str, experiment_id: str, cell_id: str):
     )
     if not runs:
         return None
-    for run in runs:
-        if run.data.tags.get(cv.TAG_STATUS) == STATUS_FINISHED:
-            return run
-    return runs[0]
+    return next((run for run in runs if is_finished(run)), runs[0])
 
 
 def is_finished(run) -> bool:
-    return run is not None and run.data.tags.get(cv.TAG_STATUS) == STATUS_FINISHED
+    return run is not None and run.data.tags.get(cv.TAG_STATUS) == cv.STATUS_FINISHED
 
 
 def finished_cell_ids(uri: str, experiment_id: str) -> set[str]:
     """Cell ids whose run is finished: a resubmit skips these."""
     runs = _client(uri).search_runs(
-        [experiment_id], filter_string=f"tags.`{cv.TAG_STATUS}` = '{STATUS_FINISHED}'", max_results=50000,
+        [experiment_id], filter_string=f"tags.`{cv.TAG_STATUS}` = '{cv.STATUS_FINISHED}'", max_results=50000,
     )
     return {r.data.tags[cv.TAG_CELL_ID] for r in runs if cv.TAG_CELL_ID in r.data.tags}
 
@@ -110,7 +104,7 @@ def cell_tags(cell: Cell) -> dict[str, str]:
         cv.TAG_ARCH: cell.arch,
         cv.TAG_DATASET: cell.dataset,
         cv.TAG_EVAL_PROTOCOL: cell.train.eval_protocol,
-        cv.TAG_STATUS: STATUS_RUNNING,
+        cv.TAG_STATUS: cv.STATUS_RUNNING,
     }
     for axis, value in cell.axes:
         tags[cv.axis_tag(axis)] = str(value)
@@ -152,7 +146,7 @@ def open_cell_run(uri: str, experiment_id: str, cell: Cell, *, restart: bool = F
         run = None
     if run is not None:
         client.update_run(run.info.run_id, status=status)
-        client.set_tag(run.info.run_id, cv.TAG_STATUS, STATUS_RUNNING)
+        client.set_tag(run.info.run_id, cv.TAG_STATUS, cv.STATUS_RUNNING)
         return run.info.run_id
     tags = cell_tags(cell)
     run = client.create_run(experiment_id, run_name=cell.name, tags=tags)
@@ -175,7 +169,7 @@ def delete_run(uri: str, run_id: str) -> None:
 def mark_run_failed(uri: str, run_id: str) -> None:
     """A cell whose trial errored ends FAILED, never left RUNNING; the next submit resumes it."""
     client = _client(uri)
-    client.set_tag(run_id, cv.TAG_STATUS, STATUS_FAILED)
+    client.set_tag(run_id, cv.TAG_STATUS, cv.STATUS_FAILED)
     client.set_terminated(run_id, status="FAILED")
 
 
@@ -270,5 +264,5 @@ class CellRunLogger:
         return info.model_uri
 
     def mark_finished(self) -> None:
-        self._client.set_tag(self.run_id, cv.TAG_STATUS, STATUS_FINISHED)
+        self._client.set_tag(self.run_id, cv.TAG_STATUS, cv.STATUS_FINISHED)
         self._client.set_terminated(self.run_id, status="FINISHED")

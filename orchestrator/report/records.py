@@ -14,7 +14,6 @@ from typing import Protocol
 
 from orchestrator import conventions as C
 
-FINISHED = C.STATUS_FINISHED
 # metric histories: run_id -> metric key -> [(step, value), ...] sorted by step
 Histories = dict[str, dict[str, list[tuple[int, float]]]]
 
@@ -73,7 +72,7 @@ class RunRecord:
     @property
     def finished(self) -> bool:
         """The writer marks a cell finished only once its final metrics and model are logged."""
-        return self.tags.get(C.TAG_STATUS) == FINISHED
+        return self.tags.get(C.TAG_STATUS) == C.STATUS_FINISHED
 
     def axis(self, name: str) -> str | None:
         return self.tags.get(C.axis_tag(name))
