@@ -1,6 +1,6 @@
 """FFCV Loader vs torchvision-style DataLoader: training images/s on the same prepared data, one run.
 
-    .venv/bin/python benchmarks/loaders.py [--small 20000] [--large 1500] [--workers 2] [--epochs 2]
+    .venv/bin/python benchmarks/loaders.py [--small 20000] [--large 1500] [--workers 2] [--epochs 2] [--min-seconds 8]
 
 Writes a CIFAR-style set (32x32, the CIFAR pickle layout read by torchvision) and an ImageNet-style
 JPEG folder (about 500x375 images, as ImageNet's) into a temporary folder, prepares both with
@@ -77,17 +77,22 @@ def torchvision_reference_loader(raw: Path, kind: str, batch_size: int, workers:
                                        num_workers=workers, persistent_workers=workers > 0)
 
 
-def time_epochs(make_loader, epochs: int) -> tuple[float, float]:
-    """(seconds to build the loader and finish its first epoch, images/s over the later epochs)."""
+def time_epochs(make_loader, epochs: int, min_seconds: float) -> tuple[float, float]:
+    """(seconds to build the loader and finish its first epoch, images/s over the later epochs).
+
+    Times at least `epochs` whole epochs and at least `min_seconds`: a 32x32 epoch through FFCV
+    takes a fraction of a second, too short to measure alone.
+    """
     start = time.perf_counter()
     loader = make_loader()
     for _ in loader:
         pass
     first = time.perf_counter() - start
-    start, images = time.perf_counter(), 0
-    for _ in range(epochs):
+    start, images, done = time.perf_counter(), 0, 0
+    while done < epochs or time.perf_counter() - start < min_seconds:
         for x, _ in loader:
             images += len(x)
+        done += 1
     return first, images / (time.perf_counter() - start)
 
 
@@ -96,7 +101,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=20000, help="CIFAR-style training images")
     parser.add_argument("--large", type=int, default=1500, help="ImageNet-style training JPEGs")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs after the first")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs after the first (at least)")
+    parser.add_argument("--min-seconds", type=float, default=8.0, help="time each loader at least this long")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="resnetctl-bench-") as tmp:
@@ -124,7 +130,7 @@ def main() -> None:
             }
             rates = {}
             for name, make in makers.items():
-                first, rates[name] = time_epochs(make, args.epochs)
+                first, rates[name] = time_epochs(make, args.epochs, args.min_seconds)
                 print(f"{label:<28}{name:<8}{first:>14.1f}{rates[name]:>12.0f}")
             print(f"{label:<28}{'ffcv/torch':<12}{rates['ffcv'] / rates['torch']:>22.1f}x")
             print(f"{label:<28}{'ffcv/tv-ref':<12}{rates['ffcv'] / rates['tv-ref']:>22.1f}x")

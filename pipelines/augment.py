@@ -28,6 +28,7 @@ EVAL_RESIZE = 256
 SCALE_RANGE = (256.0, 480.0)
 EVAL_PROTOCOLS = ("center", "10crop", "full")
 TRAIN_CROPS = ("scale", "rrc")
+FLIP_PROB = 0.5
 
 
 @dataclass(frozen=True)
@@ -112,15 +113,18 @@ def ffcv_image_decoder(view: ViewSpec):
     return CenterCropRGBImageDecoder((size, size), ratio=ratio)
 
 
-def ffcv_image_augmentations(view: ViewSpec) -> list:
-    """FFCV stages after the decoder, on uint8 HWC batches."""
+def ffcv_image_augmentations(view: ViewSpec, *, flip: bool = True) -> list:
+    """FFCV stages after the decoder, on uint8 HWC batches.
+
+    flip=False leaves the random flip out, for a later stage that fuses it (`FlipNormalizeToCHW`).
+    """
     from ffcv.transforms import RandomHorizontalFlip, RandomTranslate
 
     ops: list = []
     if view.train and view.small:
         ops.append(RandomTranslate(padding=CIFAR_PAD, fill=(0, 0, 0)))
-    if view.train:
-        ops.append(RandomHorizontalFlip())
+    if view.train and flip:
+        ops.append(RandomHorizontalFlip(FLIP_PROB))
     return ops
 
 
@@ -154,7 +158,7 @@ def torch_sample_view(image: np.ndarray, view: ViewSpec, rng: np.random.Generato
         frame[CIFAR_PAD : CIFAR_PAD + h, CIFAR_PAD : CIFAR_PAD + w] = image
         y, x = rng.integers(0, 2 * CIFAR_PAD + 1, size=2)
         image = frame[y : y + h, x : x + w]
-    if view.train and rng.random() < 0.5:
+    if view.train and rng.random() < FLIP_PROB:
         image = image[:, ::-1]
     return np.array(image)  # a writable copy, never a view of the memory-mapped file
 

@@ -25,6 +25,7 @@ import torch
 from pipelines.augment import (
     CIFAR_PAD,
     EVAL_PROTOCOLS,
+    FLIP_PROB,
     TRAIN_CROPS,
     ViewSpec,
     ffcv_image_augmentations,
@@ -116,19 +117,19 @@ class FFCVImageLoader:
         threads = torch.get_num_threads()  # before the first `import ffcv`, which sets it to 1
         from ffcv.fields.basics import IntDecoder
         from ffcv.loader import Loader
-        from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
+        from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
+        from pipelines.ffcv_ops import FlipNormalizeToCHW
         from pipelines.numba_cache import enable_ffcv_numba_cache
 
         enable_ffcv_numba_cache()
         self.spec = spec
         self._norm = _Normalizer(spec)
         on_cpu = spec.device.type == "cpu"
-        image_pipe = [ffcv_image_decoder(spec.view), *ffcv_image_augmentations(spec.view)]
-        if on_cpu:  # normalise in FFCV's compiled code, straight into the float buffer
-            mean = np.array(spec.manifest["mean"], dtype=np.float64)
-            std = np.array(spec.manifest["std"], dtype=np.float64)
-            image_pipe += [NormalizeImage(mean, std, np.float32), ToTensor(), ToTorchImage(channels_last=True)]
+        image_pipe = [ffcv_image_decoder(spec.view), *ffcv_image_augmentations(spec.view, flip=not on_cpu)]
+        if on_cpu:  # flip, normalise and transpose in one compiled pass, straight into an NCHW float buffer
+            flip_prob = FLIP_PROB if spec.view.train else 0.0
+            image_pipe += [FlipNormalizeToCHW(spec.manifest["mean"], spec.manifest["std"], flip_prob), ToTensor()]
         else:  # ship uint8 to the device, normalise there with torch (no cupy needed)
             image_pipe += [ToTensor(), ToDevice(spec.device, non_blocking=True), ToTorchImage(channels_last=True)]
         label_pipe: list = [IntDecoder(), ToTensor()]
@@ -167,10 +168,9 @@ class FFCVImageLoader:
                 torch.set_num_threads(self._torch_threads)
             if not on_cpu:
                 images = self._norm.from_uint8(images)
-            out = self._norm.finish(images)
-            if out.data_ptr() == images.data_ptr():  # FFCV reuses its buffers: hand out our own
-                out = out.clone(memory_format=torch.preserve_format)
-            yield out, labels.view(-1).clone()
+            # FFCV's buffer itself where no batch-level step copies it: valid until `batches_ahead`
+            # more batches are drawn (a fresh 38 MB tensor per batch costs more than decoding)
+            yield self._norm.finish(images), labels.view(-1)
 
 
 def _shard_order_class():

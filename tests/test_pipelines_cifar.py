@@ -84,6 +84,7 @@ def _to_uint8(images: torch.Tensor, manifest: dict) -> np.ndarray:
 def _collect(loader) -> tuple[np.ndarray, np.ndarray, dict]:
     images, labels = [], []
     for x, y in loader:
+        assert x.is_contiguous()  # NCHW, as the model takes it: no layout copy left to the trainer
         images.append(x.clone())
         labels.append(y.clone())
     return torch.cat(images), torch.cat(labels).numpy()
