@@ -38,7 +38,6 @@ class TrainConfig:
     warmup_lr: float | None = None  # ResNet-110: train at 0.01 ...
     warmup_iterations: int = 0  # ... for at most this many iterations ...
     warmup_until_train_err: float | None = None  # ... or until training error (%) drops below this
-    eval_every_iterations: int | None = None  # None: evaluate once per epoch
     amp: Literal["off", "bf16", "fp16"] = "off"
     channels_last: bool = False
     loader: Literal["ffcv", "torch"] = "ffcv"

@@ -124,7 +124,6 @@ class TrainOverrides(_Strict):
     warmup_lr: Rate | None = None
     warmup_iterations: Count = None
     warmup_until_train_err: Annotated[float, Field(ge=0, le=100)] | None = None
-    eval_every_iterations: PositiveInt | None = None
     amp: Literal["off", "bf16", "fp16"] = None
     channels_last: bool = None
     loader: Literal["ffcv", "torch"] = None
