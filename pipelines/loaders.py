@@ -224,13 +224,22 @@ class BetonDataset(torch.utils.data.Dataset):
         self.ptrs = np.ascontiguousarray(reader.alloc_table["ptr"][order])
         self.sizes = np.ascontiguousarray(reader.alloc_table["size"][order])
         self._data: np.ndarray | None = None
+        self.entropy: tuple[int, ...] = ()
         self._rng = np.random.default_rng()
 
     def __len__(self) -> int:
         return len(self.metadata)
 
-    def reseed(self, seed: int) -> None:
-        self._rng = np.random.default_rng(seed)
+    def reseed(self, *entropy: int) -> None:
+        """Seed the augmentation draws from e.g. (seed, rank, epoch, worker): a resumed epoch repeats them.
+
+        The ImageNet crop geometry is shared with FFCV's numba code, which draws from numpy's
+        global generator, so that one is seeded too (per worker process; the main process when
+        the DataLoader has no workers).
+        """
+        self.entropy = entropy
+        self._rng = np.random.default_rng(entropy)
+        np.random.seed(self._rng.integers(2**32))
 
     def raw(self, index: int) -> tuple[np.ndarray, int]:
         """The stored image (decoded, before augmentation) and its label."""
@@ -256,8 +265,8 @@ class BetonDataset(torch.utils.data.Dataset):
 
 
 def _seed_worker(worker_id: int) -> None:
-    info = torch.utils.data.get_worker_info()
-    info.dataset.reseed(torch.initial_seed() % 2**32)
+    dataset = torch.utils.data.get_worker_info().dataset
+    dataset.reseed(*dataset.entropy, worker_id)  # batches go to workers round-robin: reproducible
 
 
 class _ShardBatches(torch.utils.data.Sampler):
@@ -297,7 +306,6 @@ class TorchImageLoader:
         self.spec = spec
         self._norm = _Normalizer(spec)
         self.dataset = BetonDataset(spec.path, spec.view)
-        self.dataset.reseed(spec.seed * 1000 + spec.rank)
         self.current_epoch = 0
         self._next_epoch = 0
         self._batches = _ShardBatches(spec, len(self.dataset), self)
@@ -326,6 +334,8 @@ class TorchImageLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.current_epoch = self._next_epoch
         self._next_epoch += 1
+        # before the workers start: they are forked per epoch and inherit this seed
+        self.dataset.reseed(self.spec.seed, self.spec.rank, self.current_epoch)
         device = self.spec.device
         non_blocking = device.type == "cuda"
         for images, labels in self._loader:

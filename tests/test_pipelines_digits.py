@@ -106,3 +106,22 @@ def test_prepare_command_writes_and_reports(tmp_path):
     manifest = json.loads(result.output)
     assert manifest["splits"]["train"]["count"] == 1258
     assert load_manifest(root)["splits"] == manifest["splits"]
+
+
+def _epoch(loader) -> tuple[torch.Tensor, torch.Tensor]:
+    batches = [(x.clone(), y.clone()) for x, y in loader]
+    return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_torch_path_resumed_epoch_repeats_its_augmentation(digits_root, workers):
+    """A loader set to epoch 2 (a resumed run) yields what an uninterrupted one yields in its third epoch."""
+    common = dict(batch_size=200, train=True, loader="torch", seed=5, num_workers=workers)
+    uninterrupted = build_loader(digits_root, "train", **common)
+    epochs = [_epoch(uninterrupted) for _ in range(3)]
+    resumed = build_loader(digits_root, "train", **common)
+    resumed.set_epoch(2)
+    images, labels = _epoch(resumed)
+    assert torch.equal(labels, epochs[2][1]) and torch.equal(images, epochs[2][0])
+    # and each epoch draws anew: same order reshuffled, other crops and flips
+    assert not torch.equal(epochs[1][0], epochs[2][0])

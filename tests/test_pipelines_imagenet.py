@@ -79,6 +79,20 @@ def test_both_paths_yield_the_same_shapes_and_label_order(imagenet_root):
     assert difference < 0.05, difference
 
 
+def test_torch_path_resumed_epoch_repeats_the_scale_augmentation(imagenet_root):
+    """The crop geometry draws from numpy's global generator (shared with FFCV's numba code): seeded per epoch."""
+    def epoch(loader):
+        return torch.cat([x.clone() for x, _ in loader])
+
+    uninterrupted = build_loader(imagenet_root, "train", batch_size=3, train=True, loader="torch", seed=2)
+    first, second = epoch(uninterrupted), epoch(uninterrupted)
+    resumed = build_loader(imagenet_root, "train", batch_size=3, train=True, loader="torch", seed=2)
+    resumed.set_epoch(1)
+    np.random.seed(123)  # whatever else drew from numpy meanwhile
+    assert torch.equal(epoch(resumed), second)
+    assert not torch.equal(first, second)
+
+
 @pytest.mark.slow
 def test_center_protocol_on_the_torch_path(imagenet_root):
     loader = build_loader(imagenet_root, "val", batch_size=4, train=False, loader="torch", channels_last=True)
