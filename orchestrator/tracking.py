@@ -244,11 +244,18 @@ class CellRunLogger:
         self._client.log_text(self.run_id, json.dumps(curves, indent=1), cv.ARTIFACT_CURVES)
 
     def log_model(self, model, *, dataset: str, arch: str) -> str:
-        """Log the trained network (pickle format, explicit requirements) and register it."""
+        """Log the trained network (pickle format, explicit requirements) and register it.
+
+        Once per run: a cell that died after registering but before its `finished` tag keeps its
+        one model version when the rerun gets here again.
+        """
         import mlflow
         import mlflow.pytorch
         import torch
 
+        registered = self._client.search_model_versions(f"run_id = '{self.run_id}'")
+        if registered:
+            return f"models:/{registered[0].name}/{registered[0].version}"
         mlflow.set_tracking_uri(self.uri)
         requirements = [f"torch=={torch.__version__.split('+')[0]}", "resnetctl"]
         with mlflow.start_run(run_id=self.run_id):

@@ -98,3 +98,18 @@ def test_finished_cells_are_found_and_dangling_runs_closed(store):
 
     assert MlflowClient(uri).get_run(dangling_run).info.status == "FAILED"
     assert MlflowClient(uri).get_run(done_run).info.status == "FINISHED"
+
+
+def test_a_rerun_registers_the_cell_model_once(store):
+    """A cell that died between registering its model and its `finished` tag must not get a 2nd version."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    uri, experiment_id = store
+    run_id = tracking.open_cell_run(uri, experiment_id, _cell())
+    first = tracking.CellRunLogger(uri, run_id).log_model(torch.nn.Linear(2, 2), dataset="digits", arch="resnet8-A")
+    second = tracking.CellRunLogger(uri, run_id).log_model(torch.nn.Linear(2, 2), dataset="digits", arch="resnet8-A")
+    versions = MlflowClient(uri).search_model_versions(f"name = '{cv.registered_model_name('digits', 'resnet8-A')}'")
+    assert [v.run_id for v in versions] == [run_id]
+    assert second == f"models:/{versions[0].name}/{versions[0].version}"
+    assert first  # the first call's own URI (the logged model)
