@@ -42,7 +42,7 @@ class TrainConfig:
     channels_last: bool = False
     loader: Literal["ffcv", "torch"] = "ffcv"
     num_workers: int = 1  # data-loading threads/processes per training worker
-    eval_protocol: Literal["center", "10crop", "full"] = "full"
+    eval_protocol: Literal["center", "10crop", "full", "multiscale"] = "full"
     zero_init_residual: bool = False
     stride_in_1x1: bool = True
     max_train_batches: int | None = None  # cap per epoch; for smoke tests and benchmarks

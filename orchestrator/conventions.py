@@ -11,7 +11,7 @@ TAG_GRID = "resnetctl.grid"  # the grid's `name`
 TAG_CELL_ID = "resnetctl.cell_id"  # stable hash of the resolved cell config
 TAG_ARCH = "resnetctl.arch"  # readable model name, e.g. "resnet56-A", "plain20", "resnet50"
 TAG_DATASET = "resnetctl.dataset"  # cifar10 | cifar100 | imagenet | digits
-TAG_EVAL_PROTOCOL = "resnetctl.eval_protocol"  # "center" | "10crop" | "full" (small images)
+TAG_EVAL_PROTOCOL = "resnetctl.eval_protocol"  # "center" | "10crop" | "full" | "multiscale"
 TAG_AXIS_PREFIX = "resnetctl.axis."  # one tag per grid axis: resnetctl.axis.depth = "56"
 TAG_STATUS = "resnetctl.status"  # "finished" once the cell's final model is logged
 

@@ -64,6 +64,8 @@ def resolve_train(dataset: str, depth: int, overrides: dict[str, Any]) -> tuple[
     values["lr_milestones"] = tuple(values.get("lr_milestones") or ())
 
     problems: list[tuple[str, str]] = []
+    if values.get("eval_protocol") == "multiscale" and VARIANT_OF[dataset] != "imagenet":
+        problems.append(("eval_protocol", f"multiscale testing is for ImageNet-size images, not {dataset}"))
     schedule = [name for name in SCHEDULE_FIELDS if values.get(name) is not None]
     if not schedule:
         problems.append(("iterations", "the schedule needs iterations or epochs"))

@@ -292,6 +292,8 @@ class CellTrainer:
     @torch.no_grad()
     def evaluate(self, loader) -> tuple[float, float]:
         """Top-1 and top-5 error (%) over the split, summed over every rank's shard."""
+        from pipelines.augment import multiscale_views
+
         self.model.eval()
         top1 = top5 = count = 0.0
         k = min(5, self.num_classes)
@@ -301,6 +303,9 @@ class CellTrainer:
                 if images.dim() == 5:  # (batch, crops, C, H, W): average the crops' softmax
                     b, c = images.shape[:2]
                     scores = F.softmax(self.net(images.flatten(0, 1)).float(), 1).view(b, c, -1).mean(1)
+                elif self.cfg.eval_protocol == "multiscale":  # fully convolutional: each scale, mirrored
+                    views = [F.softmax(self.net(view).float(), 1) for view in multiscale_views(images)]
+                    scores = torch.stack(views).mean(0)
                 else:
                     scores = self.net(images).float()
             ranked = scores.topk(k, dim=1).indices

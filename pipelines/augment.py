@@ -13,6 +13,10 @@ random draws:
   "full": ImageNet centre 256x256 square (for the fully-convolutional form); 32x32 as is.
   "10crop": four corners + centre of a 256 square (32x32: of the 40x40 padded frame) and their
   mirror images, as (B, 10, C, H, W).
+  "multiscale" (ImageNet, Table 4): the centre square of the whole shorter side at 640 pixels;
+  `multiscale_views` then gives it at each side of MULTISCALE_SIDES and mirrored, for the
+  fully-convolutional network to score. The paper scores the whole rectangle; one square per
+  image lets a batch share one shape.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ SMALL_IMAGE = 64  # sides up to this are "CIFAR-like": stored raw, padded-crop a
 CIFAR_PAD = 4
 EVAL_RESIZE = 256
 SCALE_RANGE = (256.0, 480.0)
-EVAL_PROTOCOLS = ("center", "10crop", "full")
+EVAL_PROTOCOLS = ("center", "10crop", "full", "multiscale")
+MULTISCALE_SIDES = (224, 256, 384, 480, 640)  # shorter side at test time, paper Sec. 3.4
 TRAIN_CROPS = ("scale", "rrc")
 FLIP_PROB = 0.5
 
@@ -49,9 +54,16 @@ class ViewSpec:
         """Side of the square each sample is decoded to (before any batch-level ten-crop)."""
         if self.small:
             return self.image_size
+        if not self.train and self.eval_protocol == "multiscale":
+            return MULTISCALE_SIDES[-1]
         if not self.train and self.eval_protocol in ("full", "10crop"):
             return EVAL_RESIZE
         return self.image_size
+
+    @property
+    def eval_crop_ratio(self) -> float:
+        """Side of the evaluation's centre square as a fraction of the shorter side."""
+        return 1.0 if self.eval_protocol in ("full", "10crop", "multiscale") else self.image_size / EVAL_RESIZE
 
     @property
     def ten_crop(self) -> bool:
@@ -109,8 +121,7 @@ def ffcv_image_decoder(view: ViewSpec):
         if view.train_crop == "rrc":
             return RandomResizedCropRGBImageDecoder((size, size))
         return ScaleAugRGBImageDecoder(size)
-    ratio = 1.0 if view.eval_protocol in ("full", "10crop") else view.image_size / EVAL_RESIZE
-    return CenterCropRGBImageDecoder((size, size), ratio=ratio)
+    return CenterCropRGBImageDecoder((size, size), ratio=view.eval_crop_ratio)
 
 
 def ffcv_image_augmentations(view: ViewSpec, *, flip: bool = True) -> list:
@@ -148,8 +159,7 @@ def torch_sample_view(image: np.ndarray, view: ViewSpec, rng: np.random.Generato
         elif view.train:
             i, j, h, w = scale_aug_crop(height, width, SCALE_RANGE, (float(view.image_size),) * 2)
         else:
-            ratio = 1.0 if view.eval_protocol in ("full", "10crop") else view.image_size / EVAL_RESIZE
-            i, j, h, w = center_crop(height, width, ratio)
+            i, j, h, w = center_crop(height, width, view.eval_crop_ratio)
         size = view.decode_size
         image = cv2.resize(image[i : i + h, j : j + w], (size, size), interpolation=cv2.INTER_AREA)
     if view.train and view.small:
@@ -173,6 +183,17 @@ def ten_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
     boxes = [(0, 0), (0, w - crop), (h - crop, 0), (h - crop, w - crop), (top, left)]
     five = [images[..., y : y + crop, x : x + crop] for y, x in boxes]
     return torch.stack(five + [c.flip(-1) for c in five], dim=1)
+
+
+def multiscale_views(images: torch.Tensor, sides: tuple[int, ...] = MULTISCALE_SIDES):
+    """(B, C, S, S) squares at the largest side -> each side in `sides`, then mirrored (Table 4 testing)."""
+    import torch.nn.functional as F
+
+    for side in sides:
+        view = images if side == images.shape[-1] else F.interpolate(
+            images, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+        yield view
+        yield view.flip(-1)
 
 
 def pad_frame(images: torch.Tensor, pad: int, fill: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from pipelines.augment import (
     CIFAR_PAD,
     EVAL_PROTOCOLS,
     FLIP_PROB,
+    SMALL_IMAGE,
     TRAIN_CROPS,
     ViewSpec,
     ffcv_image_augmentations,
@@ -369,7 +370,7 @@ def build_loader(
 
     train=True: paper training augmentation, reshuffled every epoch (seed + epoch), equal
     disjoint shards, drop_last by default. train=False: sequential order, no augmentation,
-    `eval_protocol` in center | 10crop | full, shards that together cover the split.
+    `eval_protocol` in center | 10crop | full | multiscale, shards that together cover the split.
     train_crop (ImageNet): "scale" (paper) or "rrc" (RandomResizedCrop); normalization:
     "channel" (mean/std) or "pixel" (per-pixel mean image, 32x32 data only).
     """
@@ -387,6 +388,8 @@ def build_loader(
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, not {normalization!r}")
     if normalization == "pixel" and ("mean_image_file" not in manifest or (not train and eval_protocol == "10crop")):
         raise ValueError("normalization='pixel' needs 32x32 data with a mean image, and no 10-crop evaluation")
+    if eval_protocol == "multiscale" and int(manifest["image_size"]) <= SMALL_IMAGE:
+        raise ValueError(f"eval_protocol='multiscale' is for ImageNet-size images, not {manifest['image_size']}px ones")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, not {batch_size}")
     if world_size < 1 or not 0 <= rank < world_size:

@@ -125,3 +125,8 @@ def test_torch_path_resumed_epoch_repeats_its_augmentation(digits_root, workers)
     assert torch.equal(labels, epochs[2][1]) and torch.equal(images, epochs[2][0])
     # and each epoch draws anew: same order reshuffled, other crops and flips
     assert not torch.equal(epochs[1][0], epochs[2][0])
+
+
+def test_multiscale_testing_is_refused_on_32px_images(digits_root):
+    with pytest.raises(ValueError, match="multiscale"):
+        build_loader(digits_root, "test", batch_size=8, train=False, eval_protocol="multiscale")

@@ -99,3 +99,26 @@ def test_center_protocol_on_the_torch_path(imagenet_root):
     x, y = next(iter(loader))
     assert x.shape == (4, 3, 224, 224) and x.is_contiguous(memory_format=torch.channels_last)
     assert y.tolist() == [0, 0, 1, 1]
+
+
+@pytest.mark.slow
+def test_multiscale_protocol_scores_the_same_square_at_every_paper_scale(imagenet_root):
+    """Table 4 testing: centre square of the whole shorter side, at 224..640 and mirrored."""
+    from pipelines.augment import MULTISCALE_SIDES, multiscale_views
+
+    out = {}
+    for kind in ("ffcv", "torch"):
+        loader = build_loader(imagenet_root, "val", batch_size=4, train=False, loader=kind, eval_protocol="multiscale")
+        x, y = next(iter(loader))
+        assert x.shape == (4, 3, 640, 640) and y.tolist() == [0, 0, 1, 1]
+        out[kind] = x.clone()
+    assert (out["ffcv"] - out["torch"]).abs().mean().item() < 0.05  # JPEG decoder differences only
+
+    views = list(multiscale_views(out["ffcv"]))
+    assert [v.shape[-1] for v in views] == [s for s in MULTISCALE_SIDES for _ in range(2)]
+    for plain, mirrored in zip(views[::2], views[1::2], strict=True):
+        torch.testing.assert_close(mirrored, plain.flip(-1), rtol=0, atol=0)
+    # the 256 view is the picture the "full" protocol decodes directly at 256
+    full = next(iter(build_loader(imagenet_root, "val", batch_size=4, train=False, loader="ffcv",
+                                  eval_protocol="full")))[0]
+    assert (views[MULTISCALE_SIDES.index(256) * 2] - full).abs().mean().item() < 0.05
