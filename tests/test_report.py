@@ -43,13 +43,16 @@ def final_cifar_err(depth: int, shortcut: str, seed: int) -> float:
 
 def _log_cell(client, experiment_id: str, *, grid: str, arch: str, depth: int, shortcut: str, dataset: str,
               seed: int, final: dict[str, float], protocol: str, finished: bool = True, failed: bool = False,
-              hours: float = 0.5, responses: int = 0, cell_id: str | None = None):
+              hours: float = 0.5, responses: int = 0, cell_id: str | None = None, started: bool = True):
     from mlflow.entities import Metric, Param, RunTag
 
     tags = {C.TAG_GRID: grid, C.TAG_CELL_ID: cell_id or f"{grid}-{arch}-{seed}", C.TAG_ARCH: arch,
             C.TAG_DATASET: dataset, C.TAG_EVAL_PROTOCOL: protocol, C.axis_tag("depth"): str(depth),
             C.axis_tag("shortcut"): shortcut, C.axis_tag("seed"): str(seed)}
     run = client.create_run(experiment_id, run_name=C.run_name(arch, dataset, seed), tags=tags)
+    if not started:  # `submit` opens every cell's run SCHEDULED before any trial starts
+        client.update_run(run.info.run_id, status="SCHEDULED")
+        return run.info.run_id
     now = int(time.time() * 1000)
     params = {C.PARAM_DEPTH: depth, C.PARAM_SHORTCUT: shortcut, C.PARAM_SEED: seed, C.PARAM_DATASET: dataset,
               C.PARAM_NUM_PARAMS: 270_000 * depth // 20, C.PARAM_MULT_ADDS: 41_000_000, "lr": 0.1}
@@ -94,8 +97,10 @@ def fill_store(uri: str, artifacts: Path) -> dict[str, str]:
             for seed in (0, 1, 2):
                 if arch == "plain110":
                     continue  # never planned
-                if arch == "resnet110-A" and seed == 2:
-                    continue  # missing: never started
+                if arch == "resnet110-A" and seed == 2:  # missing: never started
+                    _log_cell(client, cifar, grid=CIFAR_GRID, arch=arch, depth=depth, shortcut=shortcut,
+                              dataset="cifar10", seed=seed, final={}, protocol=C.EVAL_FULL, started=False)
+                    continue
                 err = final_cifar_err(depth, shortcut, seed)
                 failed = arch == "resnet56-A" and seed == 2
                 ids[f"{arch}-s{seed}"] = _log_cell(
@@ -211,7 +216,7 @@ def test_json_has_raw_means_stds_paper_and_nulls(store):
     result = _report(uri, "--grid", CIFAR_GRID, "--format", "json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
-    assert doc["grid"] == CIFAR_GRID and doc["runs"] == 15
+    assert doc["grid"] == CIFAR_GRID and doc["runs"] == 16  # 14 cells, a superseded run, a SCHEDULED one
     table6 = next(t for t in doc["tables"] if t["key"] == "table6")
     row56 = dict(zip(table6["columns"], table6["rows"][3], strict=True))
     best, mean, std = _expected(56, "A", (0, 1))
@@ -287,6 +292,24 @@ def test_pivot_for_any_grid(store):
     assert rows["A"]["depth=110"] == "6.75 (6.95±0.28)" and rows["plain"]["depth=110"] == "–"
 
 
+def test_cells_with_their_own_seed_counts_are_not_reported_missing(tmp_path):
+    """examples/cifar10-table6.yaml runs ResNet-110 with 5 seeds and the others with 1: all finished, none missing."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("uneven", artifact_location=(tmp_path / "a").as_uri())
+    cells = [("resnet20-A", 20, 0)] + [("resnet110-A", 110, seed) for seed in range(5)]
+    for arch, depth, seed in cells:
+        _log_cell(client, experiment, grid="uneven", arch=arch, depth=depth, shortcut="A", dataset="cifar10",
+                  seed=seed, final={C.M_TEST_ERR: 7.0, C.M_VAL_ERR: 7.0}, protocol=C.EVAL_FULL)
+    result = _report(uri, "--grid", "uneven")
+    assert result.exit_code == 0, result.output
+    rows = _md_rows(result.output, "Table 6: CIFAR-10 test error (%)")
+    assert rows["20"]["runs"] == "1/1" and rows["110"]["runs"] == "5/5"
+    assert "missing" not in result.output
+
+
 def test_grids_without_finished_runs_report_empty_marks_not_crashes(store):
     uri, _, _ = store
     result = _report(uri, "--grid", FAILED_GRID)
@@ -345,7 +368,7 @@ def test_sql_and_client_paths_give_identical_tables(store):
     uri, _, _ = store
     sql, client = SqlReader(uri), ClientReader(uri)
     assert sql.experiments() == client.experiments()
-    assert sql.grids() == client.grids() == {CIFAR_GRID: 15, OTHER_GRID: 2, IMAGENET_GRID: 7, DIGITS_GRID: 8,
+    assert sql.grids() == client.grids() == {CIFAR_GRID: 16, OTHER_GRID: 2, IMAGENET_GRID: 7, DIGITS_GRID: 8,
                                                                  FAILED_GRID: 1}
     for grid in (CIFAR_GRID, IMAGENET_GRID, DIGITS_GRID):
         a, b = select_runs(sql, grid=grid), select_runs(client, grid=grid)
@@ -367,7 +390,7 @@ def test_bad_selection_and_unknown_schema_exit_2(store, tmp_path):
         result = _report(uri, *args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
     both = _report(uri, "--experiment", CIFAR_GRID, "--grid", CIFAR_GRID, "--format", "json")
-    assert both.exit_code == 0 and json.loads(both.output)["runs"] == 15
+    assert both.exit_code == 0 and json.loads(both.output)["runs"] == 16
     missing = tmp_path / "absent.db"
     result = _report(f"sqlite:///{missing}")
     assert result.exit_code == 2 and "no such SQLite file" in result.output and not missing.exists()

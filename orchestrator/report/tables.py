@@ -102,11 +102,14 @@ class _Grid:
     def __init__(self, selection: Selection):
         self.runs = selection.runs
         self.done = latest_finished(self.runs)
-        self.seeds = sorted({r.seed for r in self.runs if r.seed is not None}) or [None]
         self.finished: dict[tuple, list[RunRecord]] = defaultdict(list)
         for r in self.done:
             self.finished[(r.dataset, r.eval_protocol, r.arch)].append(r)
-        self.planned: set[tuple] = {(r.dataset, r.eval_protocol, r.arch) for r in self.runs}
+        # `submit` opens a (SCHEDULED) run for every cell of the grid up front: the runs are the plan
+        self.cells: dict[tuple, set[str]] = defaultdict(set)
+        for r in self.runs:
+            self.cells[(r.dataset, r.eval_protocol, r.arch)].add(r.cell_id)
+        self.planned: set[tuple] = set(self.cells)
         self.failed = [r for r in self.runs if not r.finished and _failed(r)]
         self.unfinished = [r for r in self.runs if not r.finished and not _failed(r)]
 
@@ -116,7 +119,12 @@ class _Grid:
         return self.finished.get((dataset, protocol, arch), [])
 
     def is_planned(self, dataset: str, protocol: str | None, arch: str) -> bool:
-        return any(d == dataset and a == arch and protocol in (None, p) for d, p, a in self.planned)
+        return bool(self.planned_cells(dataset, protocol, arch))
+
+    def planned_cells(self, dataset: str, protocol: str | None, arch: str) -> set[str]:
+        """Cell ids of the grid's cells of this arch (any protocol when None), finished or not."""
+        keys = [k for k in self.planned if k[0] == dataset and k[2] == arch and protocol in (None, k[1])]
+        return set().union(*(self.cells[k] for k in keys))
 
     def protocols(self, dataset: str) -> list[str]:
         return sorted({p or "" for d, p, _ in self.planned if d == dataset})
@@ -133,8 +141,7 @@ def _account(table: Table, grid: _Grid, dataset: str, protocol: str | None, arch
         runs = grid.get(dataset, protocol, arch)
         used += runs
         if grid.is_planned(dataset, protocol, arch):
-            seeds = {r.seed for r in runs}
-            gap = sum(1 for s in grid.seeds if s not in seeds)
+            gap = len(grid.planned_cells(dataset, protocol, arch) - {r.cell_id for r in runs})
             if gap:
                 missing_by_arch[arch] = gap
         elif not arch.startswith("plain") or table.key.startswith(("table2", "table3")):
@@ -175,7 +182,7 @@ def table6(grid: _Grid) -> Table | None:
         plain_arch, res_arch = f"plain{depth}", f"resnet{depth}-{paper.TABLE6_SHORTCUT}"
         archs += [plain_arch, res_arch]
         plain_runs, res_runs = grid.get(dataset, None, plain_arch), grid.get(dataset, None, res_arch)
-        planned = sum(grid.is_planned(dataset, None, a) for a in (plain_arch, res_arch)) * len(grid.seeds)
+        planned = sum(len(grid.planned_cells(dataset, None, a)) for a in (plain_arch, res_arch))
         ref = by_depth.get(depth)
         counted = res_runs or plain_runs
         params = _format_count(int(counted[0].params[C.PARAM_NUM_PARAMS])) if counted and \
@@ -212,7 +219,7 @@ def _imagenet_table(grid: _Grid, key: str, title: str, rows: Sequence[paper.Imag
         if with_top5:
             top5 = stat(runs, C.M_VAL_TOP5_ERR)
             values += (top5, row.top5, delta(top5, row.top5))
-        planned = len(grid.seeds) if grid.is_planned(dataset, protocol, row.arch) else 0
+        planned = len(grid.planned_cells(dataset, protocol, row.arch))
         values += (f"{len(runs)}/{planned}" if planned else EMPTY, Hours(_hours(runs, C.M_WORKER_HOURS)),
                    Hours(_hours(runs, C.M_GPU_HOURS)))
         table.rows.append(values)
@@ -251,9 +258,9 @@ def _sort_key(value: str | None) -> tuple:
 def pivot(grid: _Grid, rows: str, cols: str, metric: str) -> Table:
     """Any metric of any grid by two axes; everything else (seeds, ...) is aggregated as best (mean+-std)."""
     cells: dict[tuple, list[RunRecord]] = defaultdict(list)
-    planned: dict[tuple, set] = defaultdict(set)
+    planned: dict[tuple, set[str]] = defaultdict(set)  # cell ids
     for r in grid.runs:
-        planned[(r.value(rows), r.value(cols))].add(r.seed)
+        planned[(r.value(rows), r.value(cols))].add(r.cell_id)
     for r in grid.done:
         cells[(r.value(rows), r.value(cols))].append(r)
     row_values = sorted({k[0] for k in planned}, key=_sort_key)
@@ -262,7 +269,7 @@ def pivot(grid: _Grid, rows: str, cols: str, metric: str) -> Table:
                   (rows, *(f"{cols}={c}" for c in col_values)))
     for rv in row_values:
         table.rows.append((rv, *(stat(cells.get((rv, cv), []), metric) for cv in col_values)))
-    table.missing = sum(max(len(grid.seeds) - len(cells.get(key, [])), 0) for key in planned)
+    table.missing = sum(len(ids - {r.cell_id for r in cells.get(key, [])}) for key, ids in planned.items())
     if table.missing:
         table.notes.append(f"missing: {table.missing} planned cell(s) without a finished run")
     table.notes.append("each cell: best (mean±std) over the runs sharing its row and column")
