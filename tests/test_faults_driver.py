@@ -27,30 +27,8 @@ from orchestrator import conventions as cv
 pytestmark = pytest.mark.slow
 
 EPOCHS = 3
-BATCHES = 19  # the whole digits train split: an epoch takes a few seconds, so the kill lands inside one
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train writes it once a reported checkpoint is registered
 
-GRID = f"""\
-name: fault-driver
-dataset:
-  name: digits
-  path: {{data}}
-grid:
-  depth: [8]
-  shortcut: [A]
-  seed: [0, 1]
-train:
-  epochs: {EPOCHS}
-  batch_size: 64
-  max_train_batches: {BATCHES}
-  loader: torch
-  num_workers: 0
-  eval_protocol: full
-resources:
-  workers_per_cell: 1
-  cpus_per_worker: 1
-  max_concurrent_cells: 1
-"""
 
 
 def _env() -> dict[str, str]:
@@ -128,13 +106,14 @@ def _kill_session(proc: subprocess.Popen) -> None:
     raise AssertionError(f"processes of the killed submit outlived it: {[p.pid for p in left]}")
 
 
-def test_resubmit_after_a_killed_driver_reruns_nothing_finished_and_resumes_the_rest(tmp_path_factory):
+def test_resubmit_after_a_killed_driver_reruns_nothing_finished_and_resumes_the_rest(tmp_path_factory,
+                                                                                     tiny_digits_grid):
     import pipelines
 
     workdir = tmp_path_factory.mktemp("fault-driver")
     pipelines.prepare_dataset("digits", workdir / "digits", num_workers=1)
-    grid = workdir / "grid.yaml"
-    grid.write_text(GRID.format(data=workdir / "digits"))
+    grid = tiny_digits_grid(workdir / "grid.yaml", name="fault-driver", data=workdir / "digits", seeds=(0, 1),
+                            epochs=EPOCHS)
 
     with open(workdir / "first.log", "w") as log:
         proc = subprocess.Popen(_submit_command(grid), cwd=workdir, env=_env(), stdout=log,

@@ -26,27 +26,6 @@ EPOCHS = 3
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train writes it once a reported checkpoint is registered
 RESNETCTL = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
 
-GRID = f"""\
-name: fault-node
-dataset:
-  name: digits
-  path: {{data}}
-grid:
-  depth: [8]
-  shortcut: [A]
-  seed: [0]
-train:
-  epochs: {EPOCHS}
-  batch_size: 64
-  max_train_batches: 19
-  loader: torch
-  num_workers: 0
-  eval_protocol: full
-resources:
-  workers_per_cell: 1
-  cpus_per_worker: 1
-  max_concurrent_cells: 1
-"""
 
 
 def _train_worker_pids(node_pid: int) -> list[int]:
@@ -85,14 +64,14 @@ def local_cluster(tmp_path_factory):
         cluster.down()
 
 
-def test_a_stopped_worker_node_moves_the_cell_which_resumes_and_finishes(local_cluster, tmp_path):
+def test_a_stopped_worker_node_moves_the_cell_which_resumes_and_finishes(local_cluster, tmp_path, tiny_digits_grid):
     from mlflow.tracking import MlflowClient
 
     import pipelines
 
     cluster = local_cluster
     pipelines.prepare_dataset("digits", tmp_path / "digits", num_workers=1)
-    (tmp_path / "grid.yaml").write_text(GRID.format(data=tmp_path / "digits"))
+    tiny_digits_grid(tmp_path / "grid.yaml", name="fault-node", data=tmp_path / "digits", epochs=EPOCHS)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # the grid's driver joins the cluster as a Ray Job's entrypoint does (`resnetctl run` with RAY_ADDRESS);
     # on this machine it attaches to the head node, so only the cell's Train worker is on a worker node
