@@ -20,6 +20,8 @@ DATASET_CHOICES = ("cifar10", "cifar100", "imagenet", "digits")
 )
 @click.option("--download", is_flag=True, help="CIFAR only: fetch the archive with torchvision (needs a network).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/val split.")
+@click.option("--val-size", type=click.IntRange(1), default=None,
+              help="CIFAR: training images held out for validation (default 5000, the paper's 45k/5k).")
 @click.option("--max-resolution", type=int, default=None, help="ImageNet: longest stored side (default 256).")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None, help="ImageNet: JPEG quality (default 90).")
 @click.option(
@@ -29,7 +31,8 @@ DATASET_CHOICES = ("cifar10", "cifar100", "imagenet", "digits")
 @click.option("--workers", type=click.IntRange(1), default=None, help="Writer processes (default 2).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def prepare_command(
-    dataset: str, root: str, source: str | None, download: bool, seed: int, max_resolution: int | None,
+    dataset: str, root: str, source: str | None, download: bool, seed: int, val_size: int | None,
+    max_resolution: int | None,
     jpeg_quality: int | None, write_mode: str | None, workers: int | None, as_json: bool,
 ) -> None:
     """Write DATASET's splits as FFCV .beton files and a manifest.json into --root.
@@ -42,7 +45,7 @@ def prepare_command(
         key: value
         for key, value in (
             ("max_resolution", max_resolution), ("jpeg_quality", jpeg_quality),
-            ("write_mode", write_mode), ("num_workers", workers),
+            ("write_mode", write_mode), ("num_workers", workers), ("val_size", val_size),
         )
         if value is not None
     }
