@@ -24,8 +24,8 @@ from numpy.random import rand
 class FlipNormalizeToCHW(Operation):
     """uint8 (H, W, C) images -> float32 (C, H, W), (x - mean) / std, each flipped with `flip_prob`.
 
-    Random draws come from numpy's generator inside FFCV's compiled code, seeded by the Loader
-    exactly as for FFCV's `RandomHorizontalFlip`.
+    Random draws come from numba's generator inside FFCV's compiled code, as those of FFCV's own
+    `RandomHorizontalFlip` do (FFCV 1.0 does not reseed it per epoch: flips are not replayed on resume).
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], flip_prob: float = 0.0):
