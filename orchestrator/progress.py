@@ -94,6 +94,8 @@ class GridProgress(Callback):
             self._live.update(self.status_line())
             self._live.__exit__(*exc)
             self._live = None
+            if not self.console.is_terminal:  # rich leaves the last status line unterminated in logs
+                self.console.line()
 
     # -- bookkeeping (also driven directly by tests) -----------------------------------
     def _cell_id(self, trial) -> str:

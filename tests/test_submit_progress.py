@@ -113,3 +113,13 @@ def test_storage_is_absolute_or_a_uri_and_restart_clears_only_that_cell(tmp_path
         (tmp_path / "results" / train_run_name(cell) / "checkpoint_x").mkdir(parents=True)
     clear_checkpoints(drop, "results")
     assert [p.name for p in (tmp_path / "results").iterdir()] == [train_run_name(keep)]
+
+
+def test_progress_in_a_log_file_ends_its_last_status_line():
+    """Not a terminal (CI logs, `make demo | tee`): what is printed after the board starts on its own line."""
+    out = io.StringIO()
+    console = Console(file=out, width=200, color_system=None)
+    with GridProgress([_cell(8)], console=console):
+        pass
+    console.print("grid g: all 1 cells finished")
+    assert "\ngrid g: all 1 cells finished" in out.getvalue()
