@@ -7,6 +7,7 @@ checksums at it. Everything else is the code path a networked machine runs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import json
@@ -59,7 +60,7 @@ def cifar_mirror(tmp_path, monkeypatch):
     from torchvision.datasets import CIFAR10
 
     sums = _write_archive(tmp_path)
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "www"))  # noqa: E731
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/cifar-10-python.tar.gz"
