@@ -43,6 +43,7 @@ class TrainConfig:
     loader: Literal["ffcv", "torch"] = "ffcv"
     num_workers: int = 1  # data-loading threads/processes per training worker
     eval_protocol: Literal["center", "10crop", "full", "multiscale"] = "full"
+    lighting: float = 0.0  # std of AlexNet's PCA colour noise in training (ImageNet preset: 0.1)
     zero_init_residual: bool = False
     stride_in_1x1: bool = True
     max_train_batches: int | None = None  # cap per epoch; for smoke tests and benchmarks

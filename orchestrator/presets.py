@@ -51,6 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr_gamma": 0.1,
         "lr_on_plateau": True,
         "eval_protocol": "10crop",
+        "lighting": 0.1,  # "the standard color augmentation in [21]" (AlexNet's PCA lighting)
     },
     "digits": {
         "batch_size": 64,

@@ -129,6 +129,7 @@ class TrainOverrides(_Strict):
     loader: Literal["ffcv", "torch"] = None
     num_workers: Annotated[int, Field(ge=0, le=256)] = None
     eval_protocol: Literal["center", "10crop", "full", "multiscale"] = None
+    lighting: Annotated[float, Field(ge=0, le=10)] = None
     zero_init_residual: bool = None
     stride_in_1x1: bool = None
     max_train_batches: PositiveInt | None = None

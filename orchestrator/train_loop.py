@@ -182,6 +182,7 @@ class CellTrainer:
                   "num_workers": self.cfg.num_workers, "device": str(self.device),
                   "channels_last": self.channels_last}
         self.train_loader = pipelines.build_loader(cell.dataset_path, "train", batch_size=per_worker_batch,
+                                                   lighting=self.cfg.lighting,
                                                    train=True, **common)
         self.eval_loaders = {
             split: pipelines.build_loader(cell.dataset_path, split, batch_size=per_worker_batch, train=False,

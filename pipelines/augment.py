@@ -9,6 +9,8 @@ random draws:
   crop, flip. Cropping a (224 * shorter / s)-pixel square and resizing it to 224 is the same
   geometry as resizing the shorter side to s and cropping 224, without the large intermediate.
 - ImageNet training, "rrc": torchvision/FFCV RandomResizedCrop (the modern option).
+- Training, optional (`lighting` > 0): AlexNet's PCA colour ("lighting") noise, a per-image RGB shift
+  along ImageNet's principal components, applied to the batch and seeded by (seed, rank, epoch).
 - Evaluation "center": ImageNet resize 256 + centre 224 crop; 32x32 data as is.
   "full": ImageNet centre 256x256 square (for the fully-convolutional form); 32x32 as is.
   "10crop": four corners + centre of a 256 square (32x32: of the 40x40 padded frame) and their
@@ -194,6 +196,18 @@ def multiscale_views(images: torch.Tensor, sides: tuple[int, ...] = MULTISCALE_S
             images, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         yield view
         yield view.flip(-1)
+
+
+# ImageNet's RGB principal components (pixel values in 0..1), as AlexNet's colour augmentation uses
+# them (the paper's [21]); constants from fb.resnet.torch, which the paper's authors trained with.
+PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
+
+
+def lighting_offsets(batch: int, std: float, generator: torch.Generator) -> torch.Tensor:
+    """AlexNet PCA lighting: per image, RGB shift eigvec @ (alpha * eigval), alpha ~ N(0, std); (B, 3) in 0..255."""
+    alpha = torch.randn((batch, 3), generator=generator) * std
+    return (alpha * torch.tensor(PCA_EIGVAL)) @ torch.tensor(PCA_EIGVEC).T * 255.0
 
 
 def pad_frame(images: torch.Tensor, pad: int, fill: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from pipelines.augment import (
     ViewSpec,
     ffcv_image_augmentations,
     ffcv_image_decoder,
+    lighting_offsets,
     pad_frame,
     ten_crop,
     torch_sample_view,
@@ -72,6 +73,7 @@ class LoaderSpec:
     channels_last: bool
     drop_last: bool
     normalization: str
+    lighting: float = 0.0  # std of AlexNet's PCA colour noise in training; 0 = off
 
     @property
     def shuffle(self) -> bool:
@@ -97,9 +99,19 @@ class _Normalizer:
         """(B, C, H, W) uint8 -> float32, channel-normalised."""
         return (images.float() - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
 
-    def finish(self, images: torch.Tensor) -> torch.Tensor:
-        """Channel-normalised (B, C, H, W) float -> what the loader yields."""
+    def lighting_generator(self, epoch: int) -> torch.Generator | None:
+        """The epoch's source of lighting noise (None when off): the same draws on both paths and on resume."""
+        if not (self.spec.view.train and self.spec.lighting > 0):
+            return None
+        entropy = np.random.SeedSequence([self.spec.seed, self.spec.rank, epoch]).generate_state(1)[0]
+        return torch.Generator().manual_seed(int(entropy))
+
+    def finish(self, images: torch.Tensor, lighting: torch.Generator | None = None) -> torch.Tensor:
+        """Channel-normalised (B, C, H, W) float -> what the loader yields (the batch may be changed in place)."""
         view = self.spec.view
+        if lighting is not None:
+            shift = lighting_offsets(images.shape[0], self.spec.lighting, lighting).to(self.std.device)
+            images = images.add_((shift / self.std).view(-1, 3, 1, 1))
         if self.pixel_offset is not None:
             images = images - self.pixel_offset
         if view.ten_crop:
@@ -161,6 +173,7 @@ class FFCVImageLoader:
         return len(self._loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        lighting = self._norm.lighting_generator(self._loader.next_epoch)
         iterator = iter(self._loader)
         torch.set_num_threads(self._torch_threads)
         on_cpu = self.spec.device.type == "cpu"
@@ -171,7 +184,7 @@ class FFCVImageLoader:
                 images = self._norm.from_uint8(images)
             # FFCV's buffer itself where no batch-level step copies it: valid until `batches_ahead`
             # more batches are drawn (a fresh 38 MB tensor per batch costs more than decoding)
-            yield self._norm.finish(images), labels.view(-1)
+            yield self._norm.finish(images, lighting), labels.view(-1)
 
 
 def _shard_order_class():
@@ -337,12 +350,13 @@ class TorchImageLoader:
         self._next_epoch += 1
         # before the workers start: they are forked per epoch and inherit this seed
         self.dataset.reseed(self.spec.seed, self.spec.rank, self.current_epoch)
+        lighting = self._norm.lighting_generator(self.current_epoch)
         device = self.spec.device
         non_blocking = device.type == "cuda"
         for images, labels in self._loader:
             images = images.to(device, non_blocking=non_blocking)
             labels = labels.to(device, non_blocking=non_blocking)
-            yield self._norm.finish(self._norm.from_uint8(images)), labels
+            yield self._norm.finish(self._norm.from_uint8(images), lighting), labels
 
 
 # --------------------------------------------------------------------------- entry point
@@ -365,6 +379,7 @@ def build_loader(
     drop_last: bool | None = None,
     train_crop: str = "scale",
     normalization: str = "channel",
+    lighting: float = 0.0,
 ) -> Any:
     """A loader for `split` of the dataset prepared in `root`, for this rank of `world_size`.
 
@@ -372,7 +387,8 @@ def build_loader(
     disjoint shards, drop_last by default. train=False: sequential order, no augmentation,
     `eval_protocol` in center | 10crop | full | multiscale, shards that together cover the split.
     train_crop (ImageNet): "scale" (paper) or "rrc" (RandomResizedCrop); normalization:
-    "channel" (mean/std) or "pixel" (per-pixel mean image, 32x32 data only).
+    "channel" (mean/std) or "pixel" (per-pixel mean image, 32x32 data only); lighting: std of
+    AlexNet's PCA colour noise in training (0.1 in AlexNet and the paper's recipe; 0 = off).
     """
     manifest = load_manifest(root)
     root = Path(root)
@@ -390,6 +406,8 @@ def build_loader(
         raise ValueError("normalization='pixel' needs 32x32 data with a mean image, and no 10-crop evaluation")
     if eval_protocol == "multiscale" and int(manifest["image_size"]) <= SMALL_IMAGE:
         raise ValueError(f"eval_protocol='multiscale' is for ImageNet-size images, not {manifest['image_size']}px ones")
+    if not 0 <= lighting <= 10:
+        raise ValueError(f"lighting must be in 0..10, not {lighting}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, not {batch_size}")
     if world_size < 1 or not 0 <= rank < world_size:
@@ -409,5 +427,6 @@ def build_loader(
         channels_last=channels_last,
         drop_last=train if drop_last is None else drop_last,
         normalization=normalization,
+        lighting=float(lighting),
     )
     return FFCVImageLoader(spec) if loader == "ffcv" else TorchImageLoader(spec)

@@ -122,3 +122,43 @@ def test_multiscale_protocol_scores_the_same_square_at_every_paper_scale(imagene
     full = next(iter(build_loader(imagenet_root, "val", batch_size=4, train=False, loader="ffcv",
                                   eval_protocol="full")))[0]
     assert (views[MULTISCALE_SIDES.index(256) * 2] - full).abs().mean().item() < 0.05
+
+
+def test_pca_lighting_shifts_each_image_by_one_rgb_offset_and_repeats_on_resume(imagenet_root):
+    """AlexNet's colour augmentation (the paper's [21]): a per-image RGB shift along ImageNet's principal axes."""
+    from pipelines.augment import PCA_EIGVEC
+
+    manifest = load_manifest(imagenet_root)
+    std = torch.tensor(manifest["std"]).view(1, 3, 1, 1)
+
+    def first_batch(lighting, epoch=0):
+        loader = build_loader(imagenet_root, "train", batch_size=3, train=True, loader="torch", seed=2,
+                              lighting=lighting)
+        loader.set_epoch(epoch)
+        return next(iter(loader))[0].clone()
+
+    plain, lit = first_batch(0.0), first_batch(0.1)
+    shift = (lit - plain) * std  # back in 0..255 pixel units
+    per_image = shift.mean(dim=(2, 3), keepdim=True)
+    torch.testing.assert_close(shift, per_image.expand_as(shift), atol=1e-3, rtol=0)  # uniform over pixels
+    rgb = per_image.flatten(1)
+    assert rgb.abs().max() > 0.5  # a visible shift, of AlexNet's size (a few pixel levels)...
+    assert rgb.abs().max() < 60
+    along = rgb @ torch.tensor(PCA_EIGVEC)  # ... along the principal components: coordinates reproduce it
+    torch.testing.assert_close(along @ torch.tensor(PCA_EIGVEC).T, rgb, atol=1e-3, rtol=0)
+    assert torch.equal(first_batch(0.1), lit)  # seeded: the same on a rerun / resume
+    assert not torch.equal(first_batch(0.1, epoch=1) - first_batch(0.0, epoch=1), lit - plain)  # new each epoch
+    evaluation = build_loader(imagenet_root, "val", batch_size=4, train=False, loader="torch", lighting=0.1)
+    plain_eval = build_loader(imagenet_root, "val", batch_size=4, train=False, loader="torch")
+    assert torch.equal(next(iter(evaluation))[0], next(iter(plain_eval))[0])  # training only
+
+
+def test_ffcv_path_applies_lighting_in_training(imagenet_root):
+    """FFCV crops draw from numba's generator, so batches cannot be paired; a huge seeded shift still shows."""
+    def channel_means(lighting):
+        loader = build_loader(imagenet_root, "train", batch_size=3, train=True, loader="ffcv", seed=2,
+                              lighting=lighting)
+        return torch.cat([x.mean(dim=(2, 3)) for x, _ in loader])
+
+    plain, lit = channel_means(0.0), channel_means(10.0)
+    assert lit.abs().max() > plain.abs().max() + 2  # normalised units: far beyond what a crop moves

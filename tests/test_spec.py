@@ -84,6 +84,7 @@ def test_imagenet_preset_and_milestones_turn_plateau_off(tmp_path):
     assert cell.arch == "resnet34-B" and cell.variant == "imagenet"
     t = cell.train
     assert (t.batch_size, t.lr, t.iterations, t.lr_on_plateau, t.eval_protocol) == (256, 0.1, 600_000, True, "10crop")
+    assert t.lighting == 0.1  # the paper's "standard color augmentation in [21]"
     body += "train: {epochs: 90, lr_milestones: [30, 60]}\n"
     (cell,) = expand_cells(load_grid(write_grid(tmp_path, body)))
     assert cell.train.epochs == 90 and cell.train.iterations is None
