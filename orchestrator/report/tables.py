@@ -63,7 +63,7 @@ class Table:
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    missing: int = 0  # planned cells (arch x seed) without a finished run
+    missing: int = 0  # planned cells without a finished run
     worker_hours: float = 0.0
     gpu_hours: float = 0.0
 
@@ -97,7 +97,7 @@ def _format_count(n: int) -> str:
 
 
 class _Grid:
-    """Indexes a selection once: finished runs by (dataset, protocol, arch), planned archs and seeds."""
+    """Indexes a selection once: finished runs and planned cells by (dataset, protocol, arch)."""
 
     def __init__(self, selection: Selection):
         self.runs = selection.runs
@@ -106,10 +106,9 @@ class _Grid:
         for r in self.done:
             self.finished[(r.dataset, r.eval_protocol, r.arch)].append(r)
         # `submit` opens a (SCHEDULED) run for every cell of the grid up front: the runs are the plan
-        self.cells: dict[tuple, set[str]] = defaultdict(set)
+        self.planned: dict[tuple, set[str]] = defaultdict(set)  # (dataset, protocol, arch) -> cell ids
         for r in self.runs:
-            self.cells[(r.dataset, r.eval_protocol, r.arch)].add(r.cell_id)
-        self.planned: set[tuple] = set(self.cells)
+            self.planned[(r.dataset, r.eval_protocol, r.arch)].add(r.cell_id)
         self.failed = [r for r in self.runs if not r.finished and _failed(r)]
         self.unfinished = [r for r in self.runs if not r.finished and not _failed(r)]
 
@@ -124,7 +123,7 @@ class _Grid:
     def planned_cells(self, dataset: str, protocol: str | None, arch: str) -> set[str]:
         """Cell ids of the grid's cells of this arch (any protocol when None), finished or not."""
         keys = [k for k in self.planned if k[0] == dataset and k[2] == arch and protocol in (None, k[1])]
-        return set().union(*(self.cells[k] for k in keys))
+        return set().union(*(self.planned[k] for k in keys))
 
     def protocols(self, dataset: str) -> list[str]:
         return sorted({p or "" for d, p, _ in self.planned if d == dataset})
@@ -140,8 +139,9 @@ def _account(table: Table, grid: _Grid, dataset: str, protocol: str | None, arch
     for arch in archs:
         runs = grid.get(dataset, protocol, arch)
         used += runs
-        if grid.is_planned(dataset, protocol, arch):
-            gap = len(grid.planned_cells(dataset, protocol, arch) - {r.cell_id for r in runs})
+        planned = grid.planned_cells(dataset, protocol, arch)
+        if planned:
+            gap = len(planned - {r.cell_id for r in runs})
             if gap:
                 missing_by_arch[arch] = gap
         elif not arch.startswith("plain") or table.key.startswith(("table2", "table3")):
