@@ -49,3 +49,29 @@ def tiny_digits_grid():
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def imagenet_root(tmp_path_factory):
+    """A prepared ImageNet-style folder: 2 classes, 3 train and 2 val JPEGs each (val labels 0, 0, 1, 1)."""
+    import numpy as np
+    from PIL import Image
+
+    from pipelines import prepare_dataset
+
+    sizes = [(300, 260), (260, 340), (320, 300)]  # (height, width) before the 256 max-side resize
+    base = tmp_path_factory.mktemp("imagenet")
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 3), ("val", 2)):
+        for c, cls in enumerate(("n01440764", "n01443537")):
+            (base / "raw" / split / cls).mkdir(parents=True)
+            for k in range(per_class):
+                h, w = sizes[k]
+                # smooth colour ramps (JPEG-friendly) with a class-dependent tint
+                yy, xx = np.mgrid[0:h, 0:w]
+                pixels = np.stack([(yy * 255 // h), (xx * 255 // w), np.full_like(yy, 60 + 120 * c)], -1)
+                pixels = (pixels + rng.integers(0, 8, size=pixels.shape)).clip(0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(base / "raw" / split / cls / f"{cls}_{k}.JPEG", quality=92)
+    root = base / "prepared"
+    prepare_dataset("imagenet", root, source=base / "raw", num_workers=1)
+    return root

@@ -135,25 +135,6 @@ def test_checkpoint_of_another_cell_is_refused(digits_root):
         other.load_state_dict(state)
 
 
-@pytest.fixture(scope="module")
-def imagenet_root(tmp_path_factory):
-    import numpy as np
-    from PIL import Image
-
-    import pipelines
-
-    base = tmp_path_factory.mktemp("imagenet")
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for cls in ("n01440764", "n01443537"):
-            (base / "raw" / split / cls).mkdir(parents=True)
-            for k in range(2):
-                pixels = rng.integers(0, 256, size=(240, 300, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(base / "raw" / split / cls / f"{k}.JPEG")
-    pipelines.prepare_dataset("imagenet", base / "prepared", source=base / "raw", num_workers=1)
-    return str(base / "prepared")
-
-
 @pytest.mark.slow
 def test_multiscale_evaluation_scores_every_paper_scale_mirrored(imagenet_root):
     from pipelines.augment import MULTISCALE_SIDES
@@ -161,7 +142,7 @@ def test_multiscale_evaluation_scores_every_paper_scale_mirrored(imagenet_root):
     cfg = dict(batch_size=2, lr=0.1, epochs=1, loader="torch", num_workers=0, eval_protocol="multiscale",
                max_train_batches=1)
     cell = Cell(grid="t", arch="resnet18-B", depth=18, shortcut="B", variant="imagenet", dataset="imagenet",
-                dataset_path=imagenet_root, seed=0, train=TrainConfig(**cfg))
+                dataset_path=str(imagenet_root), seed=0, train=TrainConfig(**cfg))
     trainer = CellTrainer(cell)
     sides: list[int] = []
     trainer.net.register_forward_pre_hook(lambda _, args: sides.append(args[0].shape[-1]))
