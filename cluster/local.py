@@ -25,6 +25,7 @@ from pathlib import Path
 
 from cluster.net import LOOPBACK, free_port
 from cluster.processes import is_alive, start_time, stop_process_group
+from resnetctl.errors import UserError
 
 STATE_FILE = "cluster.json"
 TOKEN_FILE = "ray_auth_token"
@@ -38,7 +39,7 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("RESNETCTL_LOCAL_CLUSTER", Path.home() / ".resnetctl" / "local-cluster"))
 
 
-class LocalClusterError(RuntimeError):
+class LocalClusterError(UserError, RuntimeError):
     """The local cluster cannot be started, found or stopped; the message says why."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cluster.net import LOOPBACK, wait_for_http
+from resnetctl.errors import UserError
 
 AUTH_CONFIG_NAME = "basic_auth.ini"
 ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
@@ -25,7 +26,7 @@ SECRET_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
 
-class MlflowServerError(RuntimeError):
+class MlflowServerError(UserError, RuntimeError):
     """The server cannot be configured or did not come up; the message says why."""
 
 

@@ -20,13 +20,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cluster.net import LOOPBACK, free_port
+from resnetctl.errors import UserError
 
 DB_USER = "resnetctl"
 DB_NAME = "mlflow"
 SERVICE_USER = "postgres"  # the account PostgreSQL runs under when we are root
 
 
-class PostgresError(RuntimeError):
+class PostgresError(UserError, RuntimeError):
     """PostgreSQL could not be found, initialised or started; the message says which step."""
 
 

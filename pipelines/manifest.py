@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from resnetctl.errors import UserError
+
 MANIFEST_NAME = "manifest.json"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """Bad dataset input; the message names the path and what is wrong with it."""
 
 

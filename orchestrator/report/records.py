@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from orchestrator import conventions as C
+from resnetctl.errors import UserError
 
 # metric histories: run_id -> metric key -> [(step, value), ...] sorted by step
 Histories = dict[str, dict[str, list[tuple[int, float]]]]
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """Bad selection or an unreadable store; the message says what to change. Exit status 2."""
 
 
