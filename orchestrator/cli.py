@@ -3,6 +3,11 @@
 Sub-commands live in their own modules under `orchestrator.commands` and are imported only
 when invoked (click's lazy-group pattern), so `resnetctl --help` and the validation of a bad
 grid never pay for importing torch, Ray or MLflow.
+
+There is one way to fail on bad input: the library raises a `UserError` (a grid, a data folder,
+a store, a cluster address) and the group catches it here, once, printing `Error: <message>` as
+one line on stderr and exiting 2, click's status for bad usage. click's own parameter checks
+(an unknown option, a bad choice) stay click's and exit 2 as well.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import importlib
 import os
 
 import click
+
+from resnetctl.errors import UserError
 
 # command name -> "module:attribute"
 COMMANDS: dict[str, str] = {
@@ -29,7 +36,7 @@ COMMANDS: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
-    """A click group that imports each sub-command on first use."""
+    """A click group that imports each sub-command on first use and turns a UserError into one line, exit 2."""
 
     def __init__(self, *args, lazy_commands: dict[str, str], **kwargs):
         super().__init__(*args, **kwargs)
@@ -43,6 +50,13 @@ class LazyGroup(click.Group):
             module_name, attr = self._lazy[name].split(":")
             return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 import yaml
 
 from orchestrator import conventions as cv
+from resnetctl.errors import UserError
 
 CHECK_TIMEOUT_S = 8.0  # per check; a loaded head can take a few seconds to answer
 AGENT_PATIENCE_S = 60.0  # a head that just started may need this long before its job agent accepts jobs
@@ -41,8 +41,8 @@ CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLO
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-class RemoteError(click.UsageError):
-    """The cluster or the tracking server cannot be used; printed as one line, exit status 2."""
+class RemoteError(UserError):
+    """The cluster, a job on it or the tracking server cannot be used; printed as one line, exit status 2."""
 
 
 # --- addresses and credentials -------------------------------------------------------------
@@ -225,12 +225,13 @@ def build_job(grid_path: Path, spec: Any, cells: list, *, tracking_uri: str, res
         entrypoint=job_entrypoint(restart),
         runtime_env={"env_vars": env_vars},
         metadata={META_GRID: spec.name, META_EXPERIMENT: spec.experiment_name, META_CELLS: str(len(cells)),
-                  META_TRACKING: _redact_uri(tracking_uri)},
+                  META_TRACKING: redact_uri(tracking_uri)},
         grid_yaml=grid_yaml,
     )
 
 
-def _redact_uri(uri: str) -> str:
+def redact_uri(uri: str) -> str:
+    """The URI with its password replaced by ***, for printing and for the job's metadata."""
     parsed = urllib.parse.urlparse(uri)
     if parsed.password:
         netloc = f"{parsed.username}:***@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
@@ -264,9 +265,10 @@ def submit_to_cluster(grid_path: Path, spec: Any, cells: list, *, address: str, 
                         storage_path=storage_path)
     job_id = _submit_with_retry(client, request)
     if detach:
-        click.echo(job_id)
+        print(job_id, flush=True)
         return 0
-    click.echo(f"submitted {job_id} ({len(cells)} cells) to {url}; tracking {_redact_uri(tracking_uri)}", err=True)
+    print(f"submitted {job_id} ({len(cells)} cells) to {url}; tracking {redact_uri(tracking_uri)}",
+          file=sys.stderr, flush=True)
     return follow_job(client, job_id)
 
 
@@ -298,11 +300,12 @@ def follow_job(client, job_id: str, out=None) -> int:
             asyncio.run(tail())
         return wait_for_exit(client, job_id)
     except KeyboardInterrupt:
-        click.echo(f"\ndetached; {job_id} keeps running (`resnetctl cancel {job_id}` stops it)", err=True)
+        print(f"\ndetached; {job_id} keeps running (`resnetctl cancel {job_id}` stops it)", file=sys.stderr, flush=True)
         return 130
 
 
-def wait_for_exit(client, job_id: str, timeout: float | None = None) -> int:
+def wait_for_exit(client, job_id: str, timeout: float | None = None, poll_s: float = 1.0) -> int:
+    """Poll until the job has ended; its exit status (TimeoutError after `timeout` seconds, if given)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         info = client.get_job_info(job_id)
@@ -310,7 +313,31 @@ def wait_for_exit(client, job_id: str, timeout: float | None = None) -> int:
             return exit_code(info)
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"{job_id} still {info.status} after {timeout:.0f} s")
-        time.sleep(1.0)
+        time.sleep(poll_s)
+
+
+def job_info(client, job_id: str):
+    """The Jobs API's JobDetails of `job_id`; RemoteError when the cluster has no such job."""
+    try:
+        return client.get_job_info(job_id)
+    except RuntimeError as exc:
+        raise RemoteError(f"no job {job_id!r} on this cluster ({str(exc).splitlines()[0]})") from exc
+
+
+def stop_job(client, job_id: str, timeout_s: float | None = 60.0):
+    """Ask Ray to stop the job and wait up to `timeout_s` (None: do not wait) until it has; its status then.
+
+    RemoteError when it is still not stopped after `timeout_s`. Finished cells stay finished:
+    a later submit runs the rest.
+    """
+    client.stop_job(job_id)
+    if timeout_s is not None:
+        try:
+            wait_for_exit(client, job_id, timeout=timeout_s, poll_s=0.5)
+        except TimeoutError:
+            status = client.get_job_info(job_id).status.value
+            raise RemoteError(f"job {job_id} is still {status} {timeout_s:g} s after the stop request") from None
+    return client.get_job_info(job_id).status
 
 
 def exit_code(info) -> int:
@@ -360,6 +387,30 @@ def cell_progress(tracking_uri: str, grid: str, total: int | None, experiment: s
     counts = {state: sum(1 for v in best.values() if v == state) for state in ("done", "running", "failed")}
     pending = None if total is None else max(total - counts["done"] - counts["running"], 0)
     return CellProgress(done=counts["done"], running=counts["running"], failed=counts["failed"], pending=pending)
+
+
+def grid_jobs(client) -> list:
+    """The cluster's resnetctl jobs (those whose metadata names a grid), oldest first."""
+    jobs = [job for job in client.list_jobs() if (job.metadata or {}).get(META_GRID)]
+    return sorted(jobs, key=lambda job: job.start_time or 0)
+
+
+def job_tracking_uri(info, override: str | None = None) -> str | None:
+    """Where the job's cells are tracked: `override`, else $MLFLOW_TRACKING_URI, else the URI the job was given."""
+    env_vars = (info.runtime_env or {}).get("env_vars", {})
+    return override or os.environ.get("MLFLOW_TRACKING_URI") or env_vars.get("MLFLOW_TRACKING_URI")
+
+
+def job_cell_progress(info, tracking_uri: str) -> CellProgress:
+    """The job's cells done/running/pending, counted in `tracking_uri`; RemoteError when it cannot be read."""
+    meta = info.metadata or {}
+    grid = meta[META_GRID]
+    total = int(meta[META_CELLS]) if meta.get(META_CELLS, "").isdigit() else None
+    try:
+        return cell_progress(tracking_uri, grid, total, meta.get(META_EXPERIMENT))
+    except Exception as exc:  # any failure of the store (unreachable, refused, not MLflow's): one line
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RemoteError(f"grid {grid}: cannot read {redact_uri(tracking_uri)} ({reason})") from exc
 
 
 def resolve_address(address: str | None) -> str:

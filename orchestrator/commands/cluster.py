@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from resnetctl.errors import UserError
+
 CLOUD_HINT = ("only --local clusters are managed here; for a cloud cluster run "
               "`ray up cluster/configs/aws-gpu.yaml` (or gcp-gpu.yaml) or apply cluster/configs/kuberay-raycluster.yaml")
 
@@ -22,7 +24,7 @@ state_option = click.option(
 
 def _require_local(is_local: bool) -> None:
     if not is_local:
-        raise click.UsageError(CLOUD_HINT)
+        raise UserError(CLOUD_HINT)
 
 
 def _describe(cluster) -> str:
@@ -52,13 +54,9 @@ def up_command(is_local: bool, state_dir: Path | None, workers: int, cpus_per_wo
     """Start a head, worker nodes and the MLflow server; print the addresses to use."""
     _require_local(is_local)
     from cluster import local
-    from cluster.postgres import PostgresError
 
-    try:
-        cluster = local.up(state_dir, workers=workers, cpus_per_worker=cpus_per_worker, head_cpus=head_cpus,
-                           backend=backend)
-    except (local.LocalClusterError, PostgresError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    cluster = local.up(state_dir, workers=workers, cpus_per_worker=cpus_per_worker, head_cpus=head_cpus,
+                       backend=backend)
     click.echo(_describe(cluster))
 
 
@@ -70,10 +68,7 @@ def down_command(is_local: bool, state_dir: Path | None) -> None:
     _require_local(is_local)
     from cluster import local
 
-    try:
-        cluster = local.down(state_dir)
-    except local.LocalClusterError as exc:
-        raise click.UsageError(str(exc)) from exc
+    cluster = local.down(state_dir)
     click.echo(f"stopped the local cluster at {cluster.dashboard_url}")
 
 
@@ -85,10 +80,7 @@ def status_command(is_local: bool, state_dir: Path | None) -> None:
     _require_local(is_local)
     from cluster import local
 
-    try:
-        cluster = local.LocalCluster.load(state_dir if state_dir is not None else local.default_state_dir())
-    except local.LocalClusterError as exc:
-        raise click.UsageError(str(exc)) from exc
+    cluster = local.LocalCluster.load(state_dir if state_dir is not None else local.default_state_dir())
     click.echo(_describe(cluster))
     click.echo(f"nodes alive    {cluster.alive_nodes()} of {1 + len(cluster.workers)}")
     processes = {"head": cluster.head, **{f"worker {i}": w for i, w in enumerate(cluster.workers)}}

@@ -39,7 +39,7 @@ def prepare_command(
 
     Files appear only when every split has been written: a failed run leaves nothing half-written.
     """
-    from pipelines import DatasetError, prepare_dataset
+    from pipelines import prepare_dataset
 
     options = {
         key: value
@@ -52,11 +52,7 @@ def prepare_command(
     options["progress"] = sys.stderr.isatty()
     if source is None and dataset in ("cifar10", "cifar100") and download:
         source = root + "-raw"
-    try:
-        manifest = prepare_dataset(dataset, root, source=source, download=download, seed=seed, **options)
-    except DatasetError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        raise SystemExit(2) from exc
+    manifest = prepare_dataset(dataset, root, source=source, download=download, seed=seed, **options)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return

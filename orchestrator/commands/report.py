@@ -29,16 +29,12 @@ _SUFFIX = {"md": "md", "latex": "tex", "html": "html", "json": "json"}
 def report_command(grid: str | None, experiment: str | None, fmt: str, out_dir: Path | None, tracking_uri: str,
                    rows: str | None, cols: str | None, metric: str | None, figures: bool) -> None:
     """Print the paper's tables (6, 2, 3, 4) with our numbers beside the paper's, plus compute used."""
-    from orchestrator.report.records import ReportError
     from orchestrator.report.render import render, table_to_csv
     from orchestrator.report.source import open_reader, select_runs
     from orchestrator.report.tables import build_tables
 
-    try:
-        reader = open_reader(tracking_uri)
-        selection = select_runs(reader, grid=grid, experiment=experiment)
-    except ReportError as err:
-        raise click.UsageError(str(err)) from err
+    reader = open_reader(tracking_uri)  # a ReportError (bad store, no such grid) is a UserError: one line, exit 2
+    selection = select_runs(reader, grid=grid, experiment=experiment)
     tables = build_tables(selection, rows=rows, cols=cols, metric=metric)
 
     drawn: dict = {}

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import click
 
+from resnetctl.errors import UserError
+
 DEFAULT_STORE = "sqlite:///mlflow.db"
 
 
@@ -35,7 +37,6 @@ def ui_command(backend_store_uri: str, host: str, port: int, allowed_hosts: tupl
     """Serve the MLflow UI on the experiment store until interrupted."""
     from cluster.mlflow_server import (
         ADMIN_PASSWORD_ENV,
-        MlflowServerError,
         allowed_hosts_for,
         server_command,
         server_env,
@@ -43,27 +44,20 @@ def ui_command(backend_store_uri: str, host: str, port: int, allowed_hosts: tupl
     )
 
     if backend_store_uri.startswith(("http://", "https://")):
-        raise click.UsageError(
-            f"--store {backend_store_uri} is already a tracking server; open it in a browser instead",
-        )
+        raise UserError(f"--store {backend_store_uri} is already a tracking server; open it in a browser instead")
     if "://" not in backend_store_uri:
-        raise click.UsageError(f"--store {backend_store_uri!r} is not a database URI (e.g. sqlite:///mlflow.db)")
-
+        raise UserError(f"--store {backend_store_uri!r} is not a database URI (e.g. sqlite:///mlflow.db)")
     if auth and not os.environ.get(ADMIN_PASSWORD_ENV):
-        raise click.UsageError(f"--auth needs the admin password in the environment variable {ADMIN_PASSWORD_ENV}")
+        raise UserError(f"--auth needs the admin password in the environment variable {ADMIN_PASSWORD_ENV}")
 
     with tempfile.TemporaryDirectory(prefix="resnetctl-ui-") as state:
         auth_config = None
         if auth:  # users live in ./basic_auth.db beside the store; the ini (no secrets) is temporary
             auth_config = write_auth_config(Path(state) / "basic_auth.ini",
                                             database_uri=f"sqlite:///{Path.cwd() / 'basic_auth.db'}")
-        try:
-            env = server_env(auth_config=auth_config, admin_password=os.environ.get(ADMIN_PASSWORD_ENV))
-            cmd = server_command(backend_store_uri, host=host, port=port,
-                                 artifacts_destination=artifacts_destination,
-                                 allowed_hosts=allowed_hosts_for(host, allowed_hosts), auth=auth)
-        except MlflowServerError as exc:
-            raise click.UsageError(str(exc)) from exc
+        env = server_env(auth_config=auth_config, admin_password=os.environ.get(ADMIN_PASSWORD_ENV))
+        cmd = server_command(backend_store_uri, host=host, port=port, artifacts_destination=artifacts_destination,
+                             allowed_hosts=allowed_hosts_for(host, allowed_hosts), auth=auth)
 
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         click.echo(f"MLflow UI on http://{shown}:{port} (store {_redact(backend_store_uri)}); Ctrl-C stops it",
