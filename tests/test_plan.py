@@ -7,8 +7,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from models.arch import multiply_adds, resolve_arch
 from orchestrator.cli import main
-from orchestrator.commands.plan import multiply_adds
 
 GRID = """\
 name: plan-test
@@ -45,7 +45,7 @@ def test_plan_json_counts_compute_from_the_prepared_data(tmp_path, monkeypatch):
     assert row["axes"] == {"depth": 20, "shortcut": "B", "lr": 0.05}
     assert row["resources"] == {"workers": 2, "cpus": 1.0, "gpus": 0}
     assert row["train_images"] == 1000 and row["epochs"] == 4
-    assert row["mult_adds_per_image"] == multiply_adds(20, "B", "cifar", 10)
+    assert row["mult_adds_per_image"] == multiply_adds(resolve_arch(20, shortcut="B", variant="cifar", num_classes=10))
     assert row["compute_mult_adds"] == row["mult_adds_per_image"] * 1000 * 4
     assert plan["summary"]["compute_mult_adds"] == sum(c["compute_mult_adds"] for c in cells)
     assert plan["summary"]["peak_cpus"] == 3 * 2 * 0.5

@@ -200,8 +200,8 @@ def test_grid_loading_imports_nothing_heavy(tmp_path):
         import sys
         from click.testing import CliRunner
         from orchestrator.cli import main
-        from orchestrator.commands._grid import load_cells_or_exit
-        spec, cells = load_cells_or_exit({str(grid)!r}, check_data=False)
+        from orchestrator.grid_loading import load_cells
+        spec, cells = load_cells({str(grid)!r}, check_data=False)
         result = CliRunner().invoke(main, ["plan", {str(grid)!r}, "--no-check-data", "--json"])
         assert result.exit_code == 0, result.output
         heavy = sorted(m for m in ("torch", "ray", "mlflow", "ffcv", "numba", "sqlalchemy") if m in sys.modules)

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from models.names import INPUT_SIZES, MODEL_FAMILY, VARIANTS
+from models.arch import INPUT_SIZES, MODEL_FAMILY, VARIANTS
 
 
 def _format_count(value: int) -> str:

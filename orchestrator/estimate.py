@@ -1,0 +1,96 @@
+"""What a grid will cost, before anything runs: each cell's resources and compute, and the grid's total.
+
+The compute estimate is forward multiply-adds per image x training images x epochs, as the
+paper counts FLOPs (Table 1); training costs roughly three times that (forward + backward).
+Multiply-adds come from `models.arch`, counted analytically without torch, so `resnetctl plan`
+never loads it. `plan` prints what `plan_grid` returns, as a table or as JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from models.arch import multiply_adds, resolve_arch
+from orchestrator.cells import Cell
+from orchestrator.presets import NUM_CLASSES, TRAIN_IMAGES
+from pipelines.manifest import load_manifest
+
+TRAINING_FACTOR = 3  # forward + backward: about three forward passes' worth of multiply-adds
+
+
+def cell_estimate(cell: Cell, train_images: int) -> dict[str, Any]:
+    """Multiply-adds per image, epochs (iterations converted at the cell's batch size) and their product."""
+    arch = resolve_arch(cell.depth, shortcut=cell.shortcut, variant=cell.variant,
+                        num_classes=NUM_CLASSES[cell.dataset])
+    macs = multiply_adds(arch, stride_in_1x1=cell.train.stride_in_1x1)
+    train = cell.train
+    if train.epochs is not None:
+        epochs = float(train.epochs)
+    else:
+        epochs = train.iterations * train.batch_size / train_images
+    return {
+        "mult_adds_per_image": macs,
+        "train_images": train_images,
+        "epochs": round(epochs, 3),
+        "compute_mult_adds": int(macs * train_images * epochs),
+    }
+
+
+def _resources(cell: Cell) -> dict[str, Any]:
+    r = cell.resources
+    return {
+        "workers": r.workers_per_cell,
+        "cpus": r.workers_per_cell * r.cpus_per_worker,
+        "gpus": r.workers_per_cell if r.use_gpu else 0,
+    }
+
+
+def _train_images(spec_dataset_paths: dict[str, str], dataset: str) -> int:
+    """Training images from the prepared manifest where there is one, else the dataset's usual count."""
+    try:
+        manifest = load_manifest(spec_dataset_paths[dataset])
+        return int(manifest["splits"]["train"]["count"])
+    except (KeyError, TypeError, ValueError):  # DatasetError is a ValueError
+        return TRAIN_IMAGES[dataset]
+
+
+def cell_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
+    """One row per cell: its name, id, arch, axes, resources and compute estimate."""
+    paths = {cell.dataset: cell.dataset_path for cell in cells}
+    images = {name: _train_images(paths, name) for name in paths}
+    return [
+        {
+            "name": cell.name,
+            "cell_id": cell.cell_id,
+            "arch": cell.arch,
+            "dataset": cell.dataset,
+            "seed": cell.seed,
+            "axes": dict(cell.axes),
+            "resources": _resources(cell),
+            **cell_estimate(cell, images[cell.dataset]),
+        }
+        for cell in cells
+    ]
+
+
+def plan_grid(spec, cells: Sequence[Cell]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The grid's summary (cells, peak resources, total compute) and one row per cell (see cell_rows)."""
+    rows = cell_rows(cells)
+    total = sum(row["compute_mult_adds"] for row in rows)
+    r = spec.resources
+    at_once = min(r.max_concurrent_cells, len(rows))
+    summary = {
+        "grid": spec.name,
+        "experiment": spec.experiment_name,
+        "cells": len(rows),
+        "max_concurrent_cells": r.max_concurrent_cells,
+        "peak_cpus": at_once * r.workers_per_cell * r.cpus_per_worker,
+        "peak_gpus": at_once * r.workers_per_cell if r.use_gpu else 0,
+        "compute_mult_adds": total,
+        "training_mult_adds_approx": TRAINING_FACTOR * total,
+    }
+    return summary, rows
+
+
+__all__ = ["TRAINING_FACTOR", "cell_estimate", "cell_rows", "plan_grid"]
