@@ -1,6 +1,7 @@
 """Suite-wide settings (no telemetry, no usage stats, quiet Ray, non-interactive plotting) and shared fixtures."""
 
 import os
+import time
 
 import pytest
 
@@ -14,41 +15,97 @@ os.environ.pop("RAY_ADDRESS", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
-_TINY_GRID = """\
-name: {name}
-dataset:
-  name: digits
-  path: {data}
-grid:
-  depth: [8]
-  shortcut: [A]
-  seed: {seeds}
-train:
-  epochs: {epochs}
-  batch_size: 64
-  max_train_batches: {batches}
-  loader: torch
-  num_workers: 0
-  eval_protocol: full
-resources:
-  workers_per_cell: 1
-  cpus_per_worker: 1
-  max_concurrent_cells: 1
-"""
+# The tiny digits cell the end-to-end tests train unless they say otherwise: the torch loader in the
+# worker's own process, batches of 64, 19 batches an epoch (the whole digits train split: an epoch
+# takes a few seconds, so a fault test's kill lands inside one), one Ray Train worker x one CPU, one
+# cell at a time.
+TINY_TRAIN = {"epochs": 3, "batch_size": 64, "max_train_batches": 19, "loader": "torch", "num_workers": 0,
+              "eval_protocol": "full"}
+TINY_RESOURCES = {"workers_per_cell": 1, "cpus_per_worker": 1, "max_concurrent_cells": 1}
+DIGITS_SPLIT_SEED = 3  # not the default 0, so a test can tell that the seed given is the one recorded
 
 
 @pytest.fixture(scope="session")
-def tiny_digits_grid():
-    """Writes a grid of resnet8-A cells on prepared digits (torch loader, 1 worker x 1 CPU); returns its path.
+def digits_root(tmp_path_factory):
+    """One prepared digits folder for the whole session (split seed 3), shared read-only.
 
-    19 batches is the whole digits train split: an epoch takes a few seconds, so a fault test's
-    kill lands inside one.
+    Its files are made read-only, so a test that writes to them fails at once instead of changing
+    what the tests after it read; a test that needs to change the data copies the folder first.
     """
-    def write(path, *, name: str, data, seeds=(0,), epochs: int = 3, batches: int = 19):
-        path.write_text(_TINY_GRID.format(name=name, data=data, seeds=list(seeds), epochs=epochs, batches=batches))
+    from pipelines import prepare_dataset
+
+    root = tmp_path_factory.mktemp("digits") / "prepared"
+    prepare_dataset("digits", root, seed=DIGITS_SPLIT_SEED, num_workers=1)
+    for path in root.iterdir():
+        path.chmod(0o444)
+    return root
+
+
+def _overlay(defaults: dict, changes: dict | None) -> dict:
+    merged = {**defaults, **(changes or {})}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
+@pytest.fixture(scope="session")
+def grid_file():
+    """Writes a digits grid file and returns its path: `write(path, *, name, data, ...)`.
+
+    The grid is depth x shortcut x seed (an empty seed list leaves that axis out), plus `axes` in the
+    same block and `blocks` as further blocks (the grid is then their union). `train` and `resources`
+    change the tiny digits cell (TINY_TRAIN, TINY_RESOURCES) key by key; a key given None is left out
+    (a field that is an axis instead, say). `tracking_uri` adds a `tracking:` section.
+    """
+    import yaml
+
+    def write(path, *, name: str, data, depths=(8,), shortcuts=("A",), seeds=(0,), axes: dict | None = None,
+              blocks=(), train: dict | None = None, resources: dict | None = None,
+              tracking_uri: str | None = None):
+        block = {"depth": list(depths), "shortcut": list(shortcuts), **({"seed": list(seeds)} if seeds else {}),
+                 **(axes or {})}
+        grid = {
+            "name": name,
+            "dataset": {"name": "digits", "path": str(data)},
+            "grid": [block, *blocks] if blocks else block,
+            "train": _overlay(TINY_TRAIN, train),
+            "resources": _overlay(TINY_RESOURCES, resources),
+        }
+        if tracking_uri is not None:
+            grid["tracking"] = {"uri": tracking_uri}
+        path.write_text(yaml.safe_dump(grid, sort_keys=False))
         return path
 
     return write
+
+
+def _wait_for(predicate, *, timeout: float, interval: float = 0.1, alive=None, what: str = "the condition",
+              detail=None):
+    """Call `predicate` every `interval` seconds until it returns something true, and return that.
+
+    Raises AssertionError naming `what` when `timeout` seconds pass first, or as soon as `alive()`
+    returns False (the process whose work would make the predicate true has ended); `detail()`, if
+    given, is added to the message (a log tail, the state seen so far).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if alive is not None and not alive():
+            problem = f"gave up waiting for {what}: the watched process ended first"
+        elif time.monotonic() >= deadline:
+            problem = f"gave up waiting for {what}: not within {timeout:g} s"
+        else:
+            time.sleep(interval)
+            continue
+        raise AssertionError(problem if detail is None else f"{problem}\n{detail()}")
+
+
+@pytest.fixture(scope="session")
+def wait_for():
+    """`wait_for(predicate, *, timeout, interval=0.1, alive=None, what=..., detail=None)`: poll until
+    `predicate()` is true and return its value; AssertionError naming `what` on timeout or when
+    `alive()` turns False first."""
+    return _wait_for
 
 
 @pytest.fixture(scope="session")

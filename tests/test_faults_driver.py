@@ -106,26 +106,19 @@ def _kill_session(proc: subprocess.Popen) -> None:
     raise AssertionError(f"processes of the killed submit outlived it: {[p.pid for p in left]}")
 
 
-def test_resubmit_after_a_killed_driver_reruns_nothing_finished_and_resumes_the_rest(tmp_path_factory,
-                                                                                     tiny_digits_grid):
-    import pipelines
-
+def test_resubmit_after_a_killed_driver_reruns_nothing_finished_and_resumes_the_rest(tmp_path_factory, digits_root,
+                                                                                     grid_file, wait_for):
     workdir = tmp_path_factory.mktemp("fault-driver")
-    pipelines.prepare_dataset("digits", workdir / "digits", num_workers=1)
-    grid = tiny_digits_grid(workdir / "grid.yaml", name="fault-driver", data=workdir / "digits", seeds=(0, 1),
-                            epochs=EPOCHS)
+    grid = grid_file(workdir / "grid.yaml", name="fault-driver", data=digits_root, seeds=(0, 1),
+                     train={"epochs": EPOCHS})
 
     with open(workdir / "first.log", "w") as log:
         proc = subprocess.Popen(_submit_command(grid), cwd=workdir, env=_env(), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 480
-        moment = None
-        while moment is None:
-            assert proc.poll() is None, (workdir / "first.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the grid never reached the moment to kill it"
-            time.sleep(0.1)
-            moment = _interruptible_moment(workdir)
+        moment = wait_for(lambda: _interruptible_moment(workdir), timeout=480, alive=lambda: proc.poll() is None,
+                          what="the moment to kill the grid (one cell finished, the other checkpointed)",
+                          detail=lambda: (workdir / "first.log").read_text()[-3000:])
         killed_at_ms = int(time.time() * 1000)
     finally:
         _kill_session(proc)

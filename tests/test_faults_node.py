@@ -64,32 +64,31 @@ def local_cluster(tmp_path_factory):
         cluster.down()
 
 
-def test_a_stopped_worker_node_moves_the_cell_which_resumes_and_finishes(local_cluster, tmp_path, tiny_digits_grid):
+def test_a_stopped_worker_node_moves_the_cell_which_resumes_and_finishes(local_cluster, tmp_path, digits_root, grid_file,
+                                                                         wait_for):
     from mlflow.tracking import MlflowClient
 
-    import pipelines
-
     cluster = local_cluster
-    pipelines.prepare_dataset("digits", tmp_path / "digits", num_workers=1)
-    tiny_digits_grid(tmp_path / "grid.yaml", name="fault-node", data=tmp_path / "digits", epochs=EPOCHS)
+    grid_file(tmp_path / "grid.yaml", name="fault-node", data=digits_root, train={"epochs": EPOCHS})
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # the grid's driver joins the cluster as a Ray Job's entrypoint does (`resnetctl run` with RAY_ADDRESS);
     # on this machine it attaches to the head node, so only the cell's Train worker is on a worker node
     env.update(RAY_ADDRESS=cluster.gcs_address, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=cluster.token_file,
                MLFLOW_TRACKING_URI=cluster.tracking_uri, COLUMNS="200")
+
+    def node_of_the_checkpointed_cell():
+        if list((tmp_path / "results").glob(f"*/{SNAPSHOT}")):
+            hosts = [node for node in cluster.workers if _train_worker_pids(node.pid)]
+            return hosts[0] if hosts else None
+        return None
+
     with open(tmp_path / "submit.log", "w") as log:
         submit = subprocess.Popen([*RESNETCTL, "run", "grid.yaml"], cwd=tmp_path, env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 400
-        victim = None
-        while victim is None:
-            assert submit.poll() is None, (tmp_path / "submit.log").read_text()[-4000:]
-            assert time.monotonic() < deadline, "no checkpoint within 400 s"
-            time.sleep(0.1)
-            if list((tmp_path / "results").glob(f"*/{SNAPSHOT}")):
-                hosts = [node for node in cluster.workers if _train_worker_pids(node.pid)]
-                victim = hosts[0] if hosts else None
+        victim = wait_for(node_of_the_checkpointed_cell, timeout=400, alive=lambda: submit.poll() is None,
+                          what="a checkpoint of the cell on a worker node",
+                          detail=lambda: (tmp_path / "submit.log").read_text()[-4000:])
         stopped_at_ms = int(time.time() * 1000)
         victim.stop(timeout=5)
         assert not victim.alive()

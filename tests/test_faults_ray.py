@@ -27,15 +27,6 @@ SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train writes it once a repo
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory) -> str:
-    import pipelines
-
-    root = tmp_path_factory.mktemp("faults-digits")
-    pipelines.prepare_dataset("digits", root, num_workers=1)
-    return str(root)
-
-
-@pytest.fixture(scope="module")
 def ray_session():
     import ray
 
@@ -64,18 +55,6 @@ def train_workers() -> list[psutil.Process]:
         except psutil.Error:
             pass
     return found
-
-
-def wait_for(predicate, timeout: float, what: str, stop: threading.Event | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if stop is not None and stop.is_set():
-            break
-        time.sleep(0.05)
-    raise TimeoutError(what)
 
 
 def epoch_recorder():
@@ -124,27 +103,31 @@ def assert_each_epoch_once(history: dict[str, list[tuple[int, int]]]) -> None:
         assert [step for step, _ in values] == list(range(1, EPOCHS + 1)), (key, values)
 
 
-def test_sigkill_of_the_train_worker_resumes_from_its_last_checkpoint(ray_session, digits, tmp_path):
+def test_sigkill_of_the_train_worker_resumes_from_its_last_checkpoint(ray_session, digits_root, tmp_path, wait_for):
     from mlflow.tracking import MlflowClient
 
     from orchestrator import tracking
     from orchestrator.train_loop import load_checkpoint
     from orchestrator.tune_runner import run_cells, train_run_name
 
-    cell = make_cell(digits, "fault-worker", batches=19)  # the whole train split: an epoch takes seconds
+    cell = make_cell(str(digits_root), "fault-worker", batches=19)  # the whole train split: an epoch takes seconds
     uri = tracking.resolve_tracking_uri(None, cwd=tmp_path)
     experiment_id = tracking.ensure_experiment(uri, "fault-worker")
     run_dir = tmp_path / "results" / train_run_name(cell)
     killed: dict = {}
 
     def kill_worker_after_first_checkpoint(stop):
-        wait_for(lambda: (run_dir / SNAPSHOT).is_file(), 300, "no checkpoint registered", stop)
-        (victim,) = wait_for(train_workers, 30, "no Ray Train worker process", stop)
+        def running() -> bool:  # the cell has not finished yet (once it has, the fault comes too late)
+            return not stop.is_set()
+
+        wait_for(lambda: (run_dir / SNAPSHOT).is_file(), timeout=300, interval=0.05, alive=running,
+                 what="a registered checkpoint")
+        (victim,) = wait_for(train_workers, timeout=30, interval=0.05, alive=running, what="a Ray Train worker process")
         killed.update(pid=victim.pid, at_ms=int(time.time() * 1000), title=" ".join(victim.cmdline()))
         os.kill(victim.pid, signal.SIGKILL)
         # the cell must come back in a new worker process
-        killed["replacement"] = wait_for(lambda: [p.pid for p in train_workers() if p.pid != victim.pid], 120,
-                                         "no replacement worker", stop)
+        killed["replacement"] = wait_for(lambda: [p.pid for p in train_workers() if p.pid != victim.pid],
+                                         timeout=120, interval=0.05, alive=running, what="a replacement worker")
 
     recorder = epoch_recorder()
     injector = Injector(kill_worker_after_first_checkpoint)
@@ -173,7 +156,8 @@ def test_sigkill_of_the_train_worker_resumes_from_its_last_checkpoint(ray_sessio
     assert load_checkpoint(last)["epoch"] == EPOCHS
 
 
-def test_tracking_server_outage_during_training_loses_no_epoch(ray_session, digits, tmp_path, monkeypatch):
+def test_tracking_server_outage_during_training_loses_no_epoch(ray_session, digits_root, tmp_path, monkeypatch,
+                                                              wait_for):
     from mlflow.tracking import MlflowClient
 
     from cluster.mlflow_server import start_mlflow_server
@@ -188,7 +172,7 @@ def test_tracking_server_outage_during_training_loses_no_epoch(ray_session, digi
     port = free_port()
     servers = [start_mlflow_server(store, state_dir=tmp_path / "mlflow", port=port)]
     uri = servers[0].url
-    cell = make_cell(digits, "fault-tracking", batches=10)
+    cell = make_cell(str(digits_root), "fault-tracking", batches=10)
     outage: dict = {}
     try:
         experiment_id = tracking.ensure_experiment(uri, "fault-tracking")
@@ -198,7 +182,8 @@ def test_tracking_server_outage_during_training_loses_no_epoch(ray_session, digi
             return len(MlflowClient(uri).get_metric_history(runs[0].info.run_id, cv.M_ITERATION)) if runs else 0
 
         def take_the_server_down(stop):
-            wait_for(lambda: epochs_logged() >= 1, 300, "epoch 1 never reached the server", stop)
+            wait_for(lambda: epochs_logged() >= 1, timeout=300, interval=0.05, alive=lambda: not stop.is_set(),
+                     what="epoch 1 on the server")
             outage["down_ms"] = int(time.time() * 1000)
             stop_process_group(servers[0].pid)
             time.sleep(6)  # the worker finishes epoch 2 (and tries to log it) while nobody answers

@@ -1,4 +1,7 @@
-"""`prepare digits` and both loader paths over it: manifest, exact round trip, same order and shapes."""
+"""`prepare digits` and both loader paths over it: manifest, exact round trip, same order and shapes.
+
+`digits_root` (conftest) is the session's digits folder, prepared with split seed 3.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +13,9 @@ import torch
 from click.testing import CliRunner
 
 from orchestrator.cli import main
-from pipelines import build_loader, load_manifest, prepare_dataset
+from pipelines import build_loader, load_manifest
 from pipelines.loaders import BetonDataset
 from pipelines.sources import load_digits_source
-
-
-@pytest.fixture(scope="module")
-def digits_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("digits")
-    prepare_dataset("digits", root, seed=3)
-    return root
 
 
 def test_manifest_describes_the_splits(digits_root):

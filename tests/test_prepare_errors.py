@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -114,9 +115,9 @@ def test_unreadable_jpeg_fails_the_prepare_and_names_the_file(tmp_path, damage):
     assert "Nothing was written" in message
 
 
-def test_failed_reprepare_keeps_the_previous_data(tmp_path):
+def test_failed_reprepare_keeps_the_previous_data(tmp_path, digits_root):
     root = tmp_path / "prepared"
-    prepare_dataset("digits", root, num_workers=1)
+    shutil.copytree(digits_root, root, copy_function=shutil.copyfile)  # a writable copy of prepared digits
     before = {p.name: p.read_bytes() for p in root.iterdir()}
     with pytest.raises(DatasetError, match="unknown writer option"):
         prepare_dataset("digits", root, jpeg_qualty=80)

@@ -18,21 +18,12 @@ from orchestrator.train_loop import (
 )
 
 
-@pytest.fixture(scope="module")
-def digits_root(tmp_path_factory):
-    import pipelines
-
-    root = tmp_path_factory.mktemp("digits")
-    pipelines.prepare_dataset("digits", root, num_workers=1)
-    return str(root)
-
-
-def _cell(root: str, **train) -> Cell:
+def _cell(root, **train) -> Cell:
     cfg = dict(batch_size=64, lr=0.1, epochs=2, loader="torch", num_workers=0, eval_protocol="full",
                max_train_batches=3)
     cfg.update(train)
     return Cell(grid="t", arch="resnet8-A", depth=8, shortcut="A", variant="cifar", dataset="digits",
-                dataset_path=root, seed=0, train=TrainConfig(**cfg))
+                dataset_path=str(root), seed=0, train=TrainConfig(**cfg))
 
 
 def test_milestones_in_iterations_divide_the_rate():
