@@ -22,23 +22,6 @@ pytestmark = pytest.mark.slow  # starts small HTTP servers (fake Ray head, fake 
 RESNETCTL = str(Path(sys.executable).with_name("resnetctl"))
 FAST_S = remote.CHECK_TIMEOUT_S + 4  # "within seconds": each check gives up after CHECK_TIMEOUT_S
 
-GRID = """\
-name: remote-check
-dataset:
-  name: digits
-  path: {data}
-grid:
-  depth: [8]
-  shortcut: [A]
-  seed: [0, 1]
-train:
-  epochs: 1
-  loader: torch
-tracking:
-  uri: {uri}
-"""
-
-
 class FakeHead(BaseHTTPRequestHandler):
     """Answers like a Ray dashboard's /api/version (or 401s) and records every job submission attempt."""
 
@@ -99,59 +82,70 @@ def serve():
         server.server_close()
 
 
-def _grid(tmp_path: Path, uri: str) -> tuple[Path, object, list]:
-    path = tmp_path / "grid.yaml"
-    path.write_text(GRID.format(data=tmp_path / "digits", uri=uri))
-    spec, cells = load_cells(path, check_data=False)
-    return path, spec, cells
+@pytest.fixture()
+def write_grid(tmp_path, grid_file):
+    """`write(uri, data=tmp_path/"digits")`: this file's grid, two digits cells (whose data nothing here reads)
+    tracked at `uri`."""
+    def write(uri: str, data=None) -> Path:
+        return grid_file(tmp_path / "grid.yaml", name="remote-check", data=tmp_path / "digits" if data is None else data,
+                         seeds=(0, 1), train={"epochs": 1}, tracking_uri=uri)
+
+    return write
 
 
-def _submit(tmp_path, uri: str, address: str):
-    path, spec, cells = _grid(tmp_path, uri)
-    started = time.monotonic()
-    with pytest.raises(remote.RemoteError) as err:
-        remote.submit_to_cluster(path, spec, cells, address=address, detach=True, restart=False)
-    assert time.monotonic() - started < FAST_S
-    assert isinstance(err.value, UserError)  # the CLI prints it as one line and exits 2
-    return str(err.value)
+@pytest.fixture()
+def submit(write_grid):
+    """`submit(uri, address)`: submits the grid and returns the message of the RemoteError it must fail with,
+    within seconds."""
+    def run(uri: str, address: str) -> str:
+        path = write_grid(uri)
+        spec, cells = load_cells(path, check_data=False)
+        started = time.monotonic()
+        with pytest.raises(remote.RemoteError) as err:
+            remote.submit_to_cluster(path, spec, cells, address=address, detach=True, restart=False)
+        assert time.monotonic() - started < FAST_S
+        assert isinstance(err.value, UserError)  # the CLI prints it as one line and exits 2
+        return str(err.value)
+
+    return run
 
 
-def test_nothing_listening_at_the_address(tmp_path, monkeypatch):
+def test_nothing_listening_at_the_address(submit, monkeypatch):
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     address = f"http://127.0.0.1:{free_port()}"
-    message = _submit(tmp_path, "http://127.0.0.1:5000", address)
+    message = submit("http://127.0.0.1:5000", address)
     assert message.startswith(f"no Ray dashboard answers at {address}")
 
 
-def test_an_address_that_never_answers_times_out_within_seconds(tmp_path):
+def test_an_address_that_never_answers_times_out_within_seconds(submit):
     # TEST-NET-1 (RFC 5737): never routed, so the connect either hangs until our timeout or fails at once
-    message = _submit(tmp_path, "http://127.0.0.1:5000", "192.0.2.123:8265")
+    message = submit("http://127.0.0.1:5000", "192.0.2.123:8265")
     assert "no Ray dashboard answers at http://192.0.2.123:8265" in message
 
 
-def test_dead_tracking_server_submits_nothing(tmp_path, serve):
+def test_dead_tracking_server_submits_nothing(submit, serve):
     address, head = serve(FakeHead)
     dead = f"http://127.0.0.1:{free_port()}"
-    message = _submit(tmp_path, dead, address)
+    message = submit(dead, address)
     assert message.startswith(f"the tracking server {dead} does not answer")
     assert head.submissions == 0
     assert [path for _, path, _ in head.seen] == ["/api/version"]
 
 
-def test_tracking_server_refusing_credentials_submits_nothing(tmp_path, serve, monkeypatch):
+def test_tracking_server_refusing_credentials_submits_nothing(submit, serve, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
     address, head = serve(FakeHead)
     tracking, _ = serve(FakeMlflow)
-    message = _submit(tmp_path, tracking, address)
+    message = submit(tracking, address)
     assert "refused our credentials (HTTP 401)" in message
     assert head.submissions == 0
 
 
-def test_dead_tracking_database_submits_nothing(tmp_path, serve):
+def test_dead_tracking_database_submits_nothing(submit, serve):
     address, head = serve(FakeHead)
     uri = f"postgresql+psycopg2://u:secret@127.0.0.1:{free_port()}/mlflow"
-    message = _submit(tmp_path, uri, address)
+    message = submit(uri, address)
     assert message.startswith("the tracking database does not answer")
     assert "secret" not in message
     assert head.submissions == 0
@@ -165,10 +159,10 @@ def test_a_sqlite_file_cannot_be_the_store_of_a_remote_cluster(tmp_path):
     assert remote._is_loopback("http://127.0.0.1:8265") and not remote._is_loopback("http://10.0.0.5:8265")
 
 
-def test_cluster_with_token_auth_needs_the_token(tmp_path, serve, monkeypatch):
+def test_cluster_with_token_auth_needs_the_token(submit, serve, monkeypatch):
     address, head = serve(FakeHead, require_token=True)
     monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-token")
-    message = _submit(tmp_path, "http://127.0.0.1:5000", address)
+    message = submit("http://127.0.0.1:5000", address)
     assert "refused us (401)" in message and "RAY_AUTH_TOKEN" in message
     monkeypatch.setenv("RAY_AUTH_TOKEN", "right-token")
     assert remote.check_dashboard(address, remote.ray_auth_headers(address)) == "2.60.0"
@@ -186,14 +180,13 @@ def test_dashboard_url_adds_the_scheme():
     assert remote.dashboard_url("https://head.example:443") == "https://head.example:443"
 
 
-def test_job_request_is_self_contained(tmp_path, monkeypatch):
+def test_job_request_is_self_contained(tmp_path, monkeypatch, write_grid):
     import yaml
 
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.chdir(tmp_path)
-    grid = tmp_path / "grid.yaml"
-    grid.write_text(GRID.format(data="digits", uri="http://head:5000"))
+    grid = write_grid("http://head:5000", data="digits")  # a relative path, which the job must get absolute
     spec, cells = load_cells(grid, check_data=False)
     job = remote.build_job(grid, spec, cells, tracking_uri="http://head:5000", restart=True,
                            storage_path="/mnt/shared/results")
