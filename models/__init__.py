@@ -1,7 +1,7 @@
 """The paper's networks: builders, readable names and measurements.
 
-Names (`arch_name`, `parse_arch`, ...) import without torch, so the grid spec can validate
-architectures cheaply; the builders and measurements load torch on first use.
+The architecture rules (`models.arch`: names, layouts, multiply-adds) import without torch, so the
+grid spec can validate architectures cheaply; the builders and measurements load torch on first use.
 """
 
 from __future__ import annotations
@@ -9,20 +9,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from models.names import (
+from models.arch import (
     INPUT_SIZES,
     MODEL_FAMILY,
     SHORTCUTS,
     VARIANTS,
+    ArchError,
+    ArchSpec,
     arch_name,
     default_num_classes,
     default_shortcut,
     default_variant,
+    multiply_adds,
     parse_arch,
+    resolve_arch,
 )
 
 _LAZY: dict[str, str] = {
-    "ArchSpec": "models.resnet",
     "BasicBlock": "models.resnet",
     "Bottleneck": "models.resnet",
     "ResNet": "models.resnet",
@@ -31,7 +34,6 @@ _LAZY: dict[str, str] = {
     "ProjectionShortcut": "models.resnet",
     "build_model": "models.resnet",
     "build_from_name": "models.resnet",
-    "resolve_arch": "models.resnet",
     "from_torchvision_state_dict": "models.resnet",
     "count_parameters": "models.measure",
     "count_multiply_adds": "models.measure",
@@ -42,6 +44,8 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "ArchError",
+    "ArchSpec",
     "INPUT_SIZES",
     "MODEL_FAMILY",
     "SHORTCUTS",
@@ -50,7 +54,9 @@ __all__ = [
     "default_num_classes",
     "default_shortcut",
     "default_variant",
+    "multiply_adds",
     "parse_arch",
+    "resolve_arch",
     *_LAZY,
 ]
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.names import INPUT_SIZES, parse_arch
+from models.arch import INPUT_SIZES, count_layers, multiply_adds, parse_arch, resolve_arch
 from models.resnet import ResidualAdd, build_model
 
 
@@ -125,20 +125,19 @@ class ModelSummary:
 
 @cache
 def summarize(name: str, variant: str) -> ModelSummary:
-    """Parameters and multiply-adds of a named model, built on the meta device (no memory, no init cost)."""
+    """Layers and multiply-adds from the torch-free layout; parameters from the model built on the meta device."""
     depth, residual, shortcut = parse_arch(name, variant=variant)
+    spec = resolve_arch(depth, residual=residual, shortcut=shortcut, variant=variant)
     with torch.device("meta"):
         model = build_model(depth, residual=residual, shortcut=shortcut, variant=variant)
-    layers = len(model.conv_bn_pairs()) + 1
-    input_size = INPUT_SIZES[variant]
     return ModelSummary(
         name=name,
         variant=variant,
-        layers=layers,
+        layers=count_layers(spec),
         residual=residual,
         shortcut=shortcut,
-        block=model.spec.block,
+        block=spec.block,
         params=count_parameters(model),
-        mult_adds=count_multiply_adds(model, input_size),
-        input_size=input_size,
+        mult_adds=multiply_adds(spec),
+        input_size=INPUT_SIZES[variant],
     )

@@ -10,27 +10,18 @@ Shortcut options (paper Sec. 3.3 / 4.1):
   C  a 1x1 conv projection + BN on every shortcut
   plain (residual=False)  no shortcut at all
 
-Option A is rejected for bottleneck networks (ImageNet 50/101/152): the paper builds those with
-B only, and a zero-padded identity would feed 64 real channels into 256-wide blocks.
+Which depths exist, which block and shortcut each position gets, and why option A is refused
+for bottlenecks are `models/arch.py`'s to say (torch-free, shared with the grid spec and `plan`);
+this module only turns its `ArchSpec` into modules.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.names import (
-    IMAGENET_STAGE_BLOCKS,
-    check_shortcut,
-    check_variant,
-    default_num_classes,
-    default_shortcut,
-    default_variant,
-    parse_arch,
-)
+from models.arch import ArchSpec, BlockLayout, parse_arch, resolve_arch, shortcut_kind
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -72,15 +63,13 @@ class ProjectionShortcut(nn.Sequential):
 
 
 def make_shortcut(option: str, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
-    """The shortcut module for one block, or None for a plain block."""
-    if option == "plain":
-        return None
-    shape_changes = stride != 1 or in_channels != out_channels
-    if option == "C" or (option == "B" and shape_changes):
+    """The shortcut module for one block under option plain/A/B/C (models.arch.shortcut_kind), None if plain."""
+    kind = shortcut_kind(option, in_channels, out_channels, stride)
+    if kind == "projection":
         return ProjectionShortcut(in_channels, out_channels, stride)
-    if option == "A" and shape_changes:
+    if kind == "zero_pad":
         return ZeroPadShortcut(in_channels, out_channels, stride)
-    return nn.Identity()
+    return nn.Identity() if kind == "identity" else None
 
 
 class _Block(nn.Module):
@@ -163,104 +152,6 @@ class Bottleneck(_Block):
         return [(self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)]
 
 
-@dataclass(frozen=True)
-class ArchSpec:
-    """A validated architecture: what `build_model` resolved its arguments to."""
-
-    variant: str
-    depth: int
-    shortcut: str  # "plain" | "A" | "B" | "C"
-    block: str  # "basic" | "bottleneck"
-    stage_blocks: tuple[int, ...]
-    stage_widths: tuple[int, ...]  # the `planes` of each stage (bottleneck outputs are 4x wider)
-    num_classes: int
-
-    @property
-    def residual(self) -> bool:
-        return self.shortcut != "plain"
-
-    @property
-    def stem_width(self) -> int:
-        return 16 if self.variant == "cifar" else 64
-
-
-def _check_stage_blocks(stage_blocks) -> tuple[int, ...]:
-    blocks = tuple(stage_blocks)
-    if not blocks or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in blocks):
-        raise ValueError(f"stage_blocks={stage_blocks!r}: must be a non-empty sequence of positive integers")
-    return blocks
-
-
-def _cifar_layout(depth: int, stage_blocks) -> tuple[str, tuple[int, ...]]:
-    """Paper Sec. 4.2: 6n+2 layers, three stages of n basic blocks (or the given stage_blocks)."""
-    if stage_blocks is not None:
-        blocks = _check_stage_blocks(stage_blocks)
-        if depth != 2 * sum(blocks) + 2:
-            raise ValueError(
-                f"depth={depth}: stage_blocks={blocks} of basic blocks give depth {2 * sum(blocks) + 2}"
-            )
-        return "basic", blocks
-    if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"depth={depth}: CIFAR ResNets need depth 6n+2 (20, 32, 44, 56, 110, 1202, ...)")
-    n = (depth - 2) // 6
-    return "basic", (n, n, n)
-
-
-def _imagenet_layout(depth: int, stage_blocks) -> tuple[str, tuple[int, ...]]:
-    """Paper Table 1: basic blocks for 18/34, bottlenecks for 50/101/152.
-
-    With explicit stage_blocks the block type follows from the depth: 2 layers per basic
-    block or 3 per bottleneck, plus the stem conv and the fc.
-    """
-    if stage_blocks is None:
-        if depth not in IMAGENET_STAGE_BLOCKS:
-            raise ValueError(
-                f"depth={depth}: ImageNet ResNets are defined for depth 18, 34, 50, 101, 152 (or pass stage_blocks)"
-            )
-        return ("basic" if depth < 50 else "bottleneck"), IMAGENET_STAGE_BLOCKS[depth]
-    blocks = _check_stage_blocks(stage_blocks)
-    if depth == 2 * sum(blocks) + 2:
-        return "basic", blocks
-    if depth == 3 * sum(blocks) + 2:
-        return "bottleneck", blocks
-    raise ValueError(
-        f"depth={depth}: stage_blocks={blocks} give depth {2 * sum(blocks) + 2} (basic) "
-        f"or {3 * sum(blocks) + 2} (bottleneck)"
-    )
-
-
-def resolve_arch(
-    depth: int,
-    *,
-    residual: bool = True,
-    shortcut: str | None = None,
-    variant: str | None = None,
-    num_classes: int | None = None,
-    stage_blocks=None,
-) -> ArchSpec:
-    """Validate builder arguments and fill in the paper's defaults; raises ValueError naming the argument."""
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth={depth!r}: must be a positive integer")
-    variant = check_variant(variant) if variant is not None else default_variant(depth)
-    shortcut = check_shortcut(shortcut) if shortcut is not None else default_shortcut(variant)
-    if not residual:
-        shortcut = "plain"  # a plain net has no shortcuts, so no option applies
-    if num_classes is None:
-        num_classes = default_num_classes(variant)
-    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes={num_classes!r}: must be a positive integer")
-    layout = _cifar_layout if variant == "cifar" else _imagenet_layout
-    block, blocks = layout(depth, stage_blocks)
-    if block == "bottleneck" and shortcut == "A":
-        raise ValueError(
-            f"shortcut='A': zero-padded identity shortcuts are not defined for bottleneck ResNets "
-            f"(depth={depth}); the paper uses B (or C)"
-        )
-    base = 16 if variant == "cifar" else 64
-    widths = tuple(base * 2**i for i in range(len(blocks)))
-    return ArchSpec(variant, depth, shortcut, block, blocks, widths, num_classes)
-
-
 class ResNet(nn.Module):
     """A ResNet or plain net built from an ArchSpec; `spec` stays on the model for reports."""
 
@@ -277,30 +168,19 @@ class ResNet(nn.Module):
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.bn1 = nn.BatchNorm2d(spec.stem_width)
         self.relu = nn.ReLU(inplace=True)
-        in_channels = spec.stem_width
-        for index, (num_blocks, planes) in enumerate(zip(spec.stage_blocks, spec.stage_widths, strict=True)):
-            stage, in_channels = self._make_stage(spec, in_channels, planes, num_blocks, index, stride_in_1x1)
-            self.add_module(f"layer{index + 1}", stage)
+        layouts = spec.blocks()
+        for index in range(len(spec.stage_blocks)):
+            stage = [self._make_block(b, stride_in_1x1) for b in layouts if b.stage == index]
+            self.add_module(f"layer{index + 1}", nn.Sequential(*stage))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_channels, spec.num_classes)
+        self.fc = nn.Linear(spec.features, spec.num_classes)
         self._init_weights(zero_init_residual)
 
-    @staticmethod
-    def _make_stage(
-        spec: ArchSpec, in_channels: int, planes: int, num_blocks: int, index: int, stride_in_1x1: bool
-    ) -> tuple[nn.Sequential, int]:
-        block_cls = BasicBlock if spec.block == "basic" else Bottleneck
-        out_channels = planes * block_cls.expansion
-        blocks = []
-        for position in range(num_blocks):
-            stride = 2 if index > 0 and position == 0 else 1
-            shortcut = make_shortcut(spec.shortcut, in_channels, out_channels, stride)
-            if block_cls is Bottleneck:
-                blocks.append(Bottleneck(in_channels, planes, stride, shortcut, stride_in_1x1))
-            else:
-                blocks.append(BasicBlock(in_channels, planes, stride, shortcut))
-            in_channels = out_channels
-        return nn.Sequential(*blocks), out_channels
+    def _make_block(self, layout: BlockLayout, stride_in_1x1: bool) -> _Block:
+        shortcut = make_shortcut(self.spec.shortcut, layout.in_channels, layout.out_channels, layout.stride)
+        if self.spec.block == "bottleneck":
+            return Bottleneck(layout.in_channels, layout.planes, layout.stride, shortcut, stride_in_1x1)
+        return BasicBlock(layout.in_channels, layout.planes, layout.stride, shortcut)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         """He et al. 2015 (PReLU paper) init for convs, BN to identity, fc left at PyTorch's default."""

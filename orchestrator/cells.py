@@ -11,50 +11,24 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-Shortcut = Literal["plain", "A", "B", "C"]
+from pydantic import BaseModel, ConfigDict, Field
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything the training loop needs, resolved from the dataset preset plus overrides.
-
-    A schedule is given either in iterations (the paper's CIFAR runs) or in epochs; exactly
-    one of `iterations` / `epochs` is set. `lr_milestones` are in the same unit.
-    """
-
-    batch_size: int
-    lr: float
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    nesterov: bool = False
-    iterations: int | None = None
-    epochs: int | None = None
-    lr_milestones: tuple[int, ...] = ()
-    lr_gamma: float = 0.1
-    lr_on_plateau: bool = False  # ImageNet: divide by 10 when the val error plateaus
-    plateau_patience: int = 5
-    warmup_lr: float | None = None  # ResNet-110: train at 0.01 ...
-    warmup_iterations: int = 0  # ... for at most this many iterations ...
-    warmup_until_train_err: float | None = None  # ... or until training error (%) drops below this
-    amp: Literal["off", "bf16", "fp16"] = "off"
-    channels_last: bool = False
-    loader: Literal["ffcv", "torch"] = "ffcv"
-    num_workers: int = 1  # data-loading threads/processes per training worker
-    eval_protocol: Literal["center", "10crop", "full", "multiscale"] = "full"
-    lighting: float = 0.0  # std of AlexNet's PCA colour noise in training (ImageNet preset: 0.1)
-    zero_init_residual: bool = False
-    stride_in_1x1: bool = True
-    max_train_batches: int | None = None  # cap per epoch; for smoke tests and benchmarks
+from models.arch import Shortcut, Variant
+from orchestrator.conventions import run_name
+from training.config import TrainConfig
 
 
-@dataclass(frozen=True)
-class Resources:
-    workers_per_cell: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    max_concurrent_cells: int = 1
+class Resources(BaseModel):
+    """What each cell of a grid gets from Ray (the grid's `resources:` section)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+    workers_per_cell: int = Field(1, ge=1, le=4096, description="Ray Train workers (DDP ranks) per cell")
+    use_gpu: bool = Field(False, description="one GPU per worker")
+    cpus_per_worker: float = Field(1.0, gt=0, le=1024, description="CPUs Ray reserves for each worker")
+    max_concurrent_cells: int = Field(1, ge=1, le=100_000, description="cells Ray Tune runs at once")
 
 
 @dataclass(frozen=True)
@@ -65,7 +39,7 @@ class Cell:
     arch: str  # models' readable name: "resnet56-A", "plain20", "resnet50-B"
     depth: int
     shortcut: Shortcut
-    variant: Literal["cifar", "imagenet"]
+    variant: Variant
     dataset: str
     dataset_path: str
     seed: int
@@ -77,7 +51,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        base = f"{self.arch}-{self.dataset}-s{self.seed}"
+        base = run_name(self.arch, self.dataset, self.seed)
         return f"{base}-{self.label}" if self.label else base
 
     @property
@@ -87,20 +61,23 @@ class Cell:
         Resources and the data's location are excluded: they change where a cell runs and reads,
         not what it trains, so a grid resubmitted from another folder or cluster finds its runs.
         """
-        payload = dataclasses.asdict(self)
+        payload = self.to_dict()
         payload.pop("resources")
         payload.pop("dataset_path")
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data (the TrainConfig as a dict too): what Tune's param space carries and the id hashes."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["train"] = self.train.model_dump()
+        data["resources"] = self.resources.model_dump()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Cell:
         data = dict(data)
-        train = data.pop("train")
-        train["lr_milestones"] = tuple(train.get("lr_milestones", ()))
+        train = TrainConfig.model_validate(data.pop("train"), strict=False)  # JSON-ish: lists for tuples
         resources = data.pop("resources", {})
         axes = tuple(tuple(a) for a in data.pop("axes", ()))
-        return cls(train=TrainConfig(**train), resources=Resources(**resources), axes=axes, **data)
+        return cls(train=train, resources=Resources.model_validate(resources, strict=False), axes=axes, **data)

@@ -6,6 +6,8 @@ metric key that both sides use is defined here once, so they cannot drift apart.
 
 from __future__ import annotations
 
+from training import metrics
+
 # --- tags on every cell's MLflow run -------------------------------------------------
 TAG_GRID = "resnetctl.grid"  # the grid's `name`
 TAG_CELL_ID = "resnetctl.cell_id"  # stable hash of the resolved cell config
@@ -23,32 +25,21 @@ PARAM_DATASET = "dataset"
 PARAM_NUM_PARAMS = "num_params"  # parameter count of the built model
 PARAM_MULT_ADDS = "mult_adds"  # multiply-adds for one image at the eval resolution
 
-# --- metrics, logged per epoch with step = epoch (1-based) ---------------------------
-M_TRAIN_LOSS = "train_loss"
-M_TRAIN_ERR = "train_err"  # top-1 training error in percent, over the epoch
-M_VAL_ERR = "val_err"  # top-1 error in percent
-M_VAL_TOP5_ERR = "val_top5_err"
-M_TEST_ERR = "test_err"
-M_TEST_TOP5_ERR = "test_top5_err"
-M_LR = "lr"
-M_IMAGES_PER_S = "images_per_s"
-M_ITERATION = "iteration"  # global optimiser steps done at the end of the epoch
+# --- metrics, logged per epoch with step = epoch (1-based): the trainer's own names ---------
+M_TRAIN_LOSS = metrics.TRAIN_LOSS
+M_TRAIN_ERR = metrics.TRAIN_ERR
+M_VAL_ERR = metrics.VAL_ERR
+M_VAL_TOP5_ERR = metrics.VAL_TOP5_ERR
+M_TEST_ERR = metrics.TEST_ERR
+M_TEST_TOP5_ERR = metrics.TEST_TOP5_ERR
+M_LR = metrics.LR
+M_IMAGES_PER_S = metrics.IMAGES_PER_S
+M_ITERATION = metrics.ITERATION
+EPOCH_METRICS = metrics.EPOCH_METRICS
 # --- metrics logged once, at the end --------------------------------------------------
 M_WORKER_HOURS = "worker_hours"
 M_GPU_HOURS = "gpu_hours"
 M_LAYER_RESPONSE = "layer_response_std"  # Fig. 7: one value per 3x3 conv, step = layer index (0-based)
-
-EPOCH_METRICS = (
-    M_TRAIN_LOSS,
-    M_TRAIN_ERR,
-    M_VAL_ERR,
-    M_VAL_TOP5_ERR,
-    M_TEST_ERR,
-    M_TEST_TOP5_ERR,
-    M_LR,
-    M_IMAGES_PER_S,
-    M_ITERATION,
-)
 
 # --- artifacts -------------------------------------------------------------------------
 ARTIFACT_MODEL = "model"  # mlflow.pytorch.log_model name

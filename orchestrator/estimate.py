@@ -13,7 +13,7 @@ from typing import Any
 
 from models.arch import multiply_adds, resolve_arch
 from orchestrator.cells import Cell
-from orchestrator.presets import NUM_CLASSES, TRAIN_IMAGES
+from pipelines.catalog import NUM_CLASSES, TRAIN_IMAGES
 from pipelines.manifest import load_manifest
 
 TRAINING_FACTOR = 3  # forward + backward: about three forward passes' worth of multiply-adds

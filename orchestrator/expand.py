@@ -14,10 +14,13 @@ import math
 import re
 from typing import Any
 
-from models.names import arch_name, default_shortcut
-from orchestrator.cells import Cell, Resources, TrainConfig
-from orchestrator.presets import VARIANT_OF, WARMUP_FIELDS, preset
+from models.arch import arch_name, default_shortcut
+from orchestrator.cells import Cell
+from orchestrator.conventions import run_name
+from orchestrator.presets import WARMUP_FIELDS, preset
 from orchestrator.spec import CELL_AXES, GridSpec, Loc
+from pipelines.catalog import VARIANT_OF
+from training.config import TrainConfig
 
 MAX_CELLS = 100_000  # even with --yes: beyond this a grid is a typo, not an experiment
 SCHEDULE_FIELDS = ("iterations", "epochs")
@@ -109,8 +112,7 @@ def _cell(spec: GridSpec, b: int, combo: dict[str, tuple[int, Any]]) -> Cell:
             if name in spec.train.model_fields_set:
                 loc = ("train", name)
                 break
-        raise spec.error(loc, f"{text} (cell {arch_name(depth, shortcut)}-{dataset}-s{seed})")
-    resources = spec.resources
+        raise spec.error(loc, f"{text} (cell {run_name(arch_name(depth, shortcut), dataset, seed)})")
     return Cell(
         grid=spec.name,
         arch=arch_name(depth, shortcut),
@@ -121,12 +123,7 @@ def _cell(spec: GridSpec, b: int, combo: dict[str, tuple[int, Any]]) -> Cell:
         dataset_path=str(spec.dataset.path_for(dataset) or spec.dataset.path),
         seed=seed,
         train=TrainConfig(**values),
-        resources=Resources(
-            workers_per_cell=resources.workers_per_cell,
-            use_gpu=resources.use_gpu,
-            cpus_per_worker=resources.cpus_per_worker,
-            max_concurrent_cells=resources.max_concurrent_cells,
-        ),
+        resources=spec.resources,
         axes=tuple((axis, tuple(v) if isinstance(v, list) else v) for axis, (_, v) in combo.items()),
         label="-".join(f"{axis}{_label_value(value)}" for axis, value in axis_values.items()),
     )

@@ -14,12 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "imagenet", "digits")
-# Which network family a dataset trains: the 32x32 CIFAR-style nets or the 224x224 ImageNet ones.
-VARIANT_OF: dict[str, str] = {"cifar10": "cifar", "cifar100": "cifar", "digits": "cifar", "imagenet": "imagenet"}
-NUM_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "digits": 10, "imagenet": 1000}
-# Training images per epoch when no prepared manifest says otherwise (paper's CIFAR 45k/5k split).
-TRAIN_IMAGES: dict[str, int] = {"cifar10": 45_000, "cifar100": 45_000, "digits": 1_258, "imagenet": 1_281_167}
+from pipelines.catalog import DATASETS, VARIANT_OF
 
 # Paper Sec. 4.2: "we use 0.01 to warm up the training until the training error is below 80%
 # (about 400 iterations), and then go back to 0.1". Applies from this depth on.

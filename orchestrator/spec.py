@@ -17,29 +17,26 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator
 
-from models.names import IMAGENET_STAGE_BLOCKS, SHORTCUTS
-from orchestrator.presets import DATASETS, VARIANT_OF
+from models.arch import Shortcut, layout_problem
+from orchestrator.cells import Resources
+from pipelines.catalog import DATASETS, VARIANT_OF, DatasetName
+from resnetctl.errors import UserError
+from training.config import TrainConfig
 
 MAX_FILE_BYTES = 1 << 20  # a grid is a page of YAML, not a data file
 MAX_AXIS_VALUES = 10_000
 MAX_DEPTH = 10_000  # ResNet-1202 is the paper's deepest; this only refuses absurd numbers
-MAX_COUNT = 100_000_000  # iterations, milestones and other counters
-CIFAR_DEPTH_EXAMPLES = "20, 32, 44, 56, 110, 1202, ..."
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
-
-DatasetName = Literal["cifar10", "cifar100", "imagenet", "digits"]
-ShortcutName = Literal["plain", "A", "B", "C"]
-assert set(DATASETS) == set(DatasetName.__args__) and set(SHORTCUTS) == set(ShortcutName.__args__)
 
 Loc = tuple[str | int, ...]
 
 
-class GridError(ValueError):
+class GridError(UserError, ValueError):
     """Bad grid input; the message is ready to print: "FILE:LINE: FIELD: what is wrong"."""
 
     def __init__(self, message: str, *, source: str | None = None, line: int | None = None, field: str | None = None):
@@ -61,10 +58,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-PositiveInt = Annotated[int, Field(ge=1, le=MAX_COUNT)]
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
-Rate = Annotated[float, Field(gt=0, le=100)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Depth = Annotated[int, Field(ge=1, le=MAX_DEPTH)]
 
@@ -103,40 +96,36 @@ class DatasetSpec(_Strict):
         return self.path if self.name in (None, dataset) else None
 
 
-class TrainOverrides(_Strict):
-    """Overrides of the dataset's paper preset; one field per `cells.TrainConfig` field.
+def _as_yaml_type(annotation: Any) -> Any:
+    """A TrainConfig annotation as YAML delivers it: a list where the config holds a tuple."""
+    if get_origin(annotation) is tuple:
+        return list[get_args(annotation)[0]]
+    return annotation
 
-    A field left out keeps the preset's value; `null` sets it to None where TrainConfig allows it
-    (e.g. `warmup_lr: null` turns the ResNet-110 warm-up off).
-    """
 
-    batch_size: Annotated[int, Field(ge=1, le=65_536)] = None
-    lr: Rate = None
-    momentum: Fraction = None
-    weight_decay: Fraction = None
-    nesterov: bool = None
-    iterations: PositiveInt | None = None
-    epochs: Annotated[int, Field(ge=1, le=100_000)] | None = None
-    lr_milestones: Annotated[list[PositiveInt], Field(max_length=100)] = None
-    lr_gamma: Annotated[float, Field(gt=0, le=1)] = None
-    lr_on_plateau: bool = None
-    plateau_patience: Annotated[int, Field(ge=1, le=10_000)] = None
-    warmup_lr: Rate | None = None
-    warmup_iterations: Count = None
-    warmup_until_train_err: Annotated[float, Field(ge=0, le=100)] | None = None
-    amp: Literal["off", "bf16", "fp16"] = None
-    channels_last: bool = None
-    loader: Literal["ffcv", "torch"] = None
-    num_workers: Annotated[int, Field(ge=0, le=256)] = None
-    eval_protocol: Literal["center", "10crop", "full", "multiscale"] = None
-    lighting: Annotated[float, Field(ge=0, le=10)] = None
-    zero_init_residual: bool = None
-    stride_in_1x1: bool = None
-    max_train_batches: PositiveInt | None = None
+def _override_type(name: str) -> Any:
+    """The type (with bounds) a grid may give TrainConfig field `name` in `train:` or as an axis value."""
+    info = TrainConfig.model_fields[name]
+    annotation = _as_yaml_type(info.annotation)
+    return Annotated[(annotation, *info.metadata)] if info.metadata else annotation
 
+
+class _Overrides(_Strict):
     def given(self) -> dict[str, Any]:
         """The fields the file set, as TrainConfig keyword arguments (lists become tuples)."""
         return {name: _freeze(getattr(self, name)) for name in self.model_fields_set}
+
+
+# Overrides of the dataset's paper preset: every TrainConfig field, each optional. A field left out
+# keeps the preset's value; `null` sets it to None where TrainConfig allows it (`warmup_lr: null`
+# turns the ResNet-110 warm-up off).
+TrainOverrides = create_model(
+    "TrainOverrides",
+    __base__=_Overrides,
+    __doc__="The grid's `train:` section: overrides of the dataset's preset, one per TrainConfig field.",
+    **{name: (_override_type(name), Field(None, description=info.description))
+       for name, info in TrainConfig.model_fields.items()},
+)
 
 
 def _axis(item: Any) -> Any:
@@ -150,16 +139,11 @@ TRAIN_AXES: tuple[str, ...] = tuple(TrainOverrides.model_fields)
 AXES: tuple[str, ...] = CELL_AXES + TRAIN_AXES
 
 
-def _train_axis_item(name: str) -> Any:
-    info = TrainOverrides.model_fields[name]
-    return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-
-
 class _CellAxes(_Strict):
     """One block of axes; every list must be non-empty. `depth` is required."""
 
     depth: Annotated[list[Depth], Field(min_length=1, max_length=MAX_AXIS_VALUES)]
-    shortcut: _axis(ShortcutName) = None
+    shortcut: _axis(Shortcut) = None
     dataset: _axis(DatasetName) = None
     seed: _axis(Seed) = None
 
@@ -168,20 +152,13 @@ class _CellAxes(_Strict):
         return {name: getattr(self, name) for name in AXES if name in self.model_fields_set}
 
 
-# the training-field axes are declared from TrainOverrides so the two can never drift apart
+# the training-field axes are declared from TrainConfig, like the overrides, so none can drift apart
 GridAxes = create_model(
     "GridAxes",
     __base__=_CellAxes,
     __doc__=_CellAxes.__doc__,
-    **{name: (_axis(_train_axis_item(name)), None) for name in TRAIN_AXES},
+    **{name: (_axis(_override_type(name)), None) for name in TRAIN_AXES},
 )
-
-
-class ResourcesSpec(_Strict):
-    workers_per_cell: Annotated[int, Field(ge=1, le=4096)] = 1
-    use_gpu: bool = False
-    cpus_per_worker: Annotated[float, Field(gt=0, le=1024)] = 1.0
-    max_concurrent_cells: Annotated[int, Field(ge=1, le=100_000)] = 1
 
 
 class TrackingSpec(_Strict):
@@ -215,7 +192,7 @@ class GridSpec(_Strict):
     dataset: DatasetSpec
     grid: Annotated[list[GridAxes], Field(min_length=1, max_length=1000)]
     train: TrainOverrides = Field(default_factory=TrainOverrides)
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    resources: Resources = Field(default_factory=Resources)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
     _source: str = PrivateAttr(default="<grid>")
@@ -363,7 +340,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "dataset": DatasetSpec,
     "grid": GridAxes,
     "train": TrainOverrides,
-    "resources": ResourcesSpec,
+    "resources": Resources,
     "tracking": TrackingSpec,
 }
 
@@ -424,26 +401,6 @@ def _validation_error(exc: ValidationError, source: str, lines: dict[Loc, int], 
 
 
 # ----------------------------------------------------------------------------- checks
-def _cifar_depth_ok(depth: int) -> bool:
-    return depth >= 8 and (depth - 2) % 6 == 0
-
-
-def depth_problem(depth: int, variant: str, shortcut: str | None = None) -> str | None:
-    """Why `depth` (with `shortcut`) is not a network models can build for `variant`, or None.
-
-    The same rules as models.resnet.resolve_arch, kept torch-free; a test checks they agree.
-    """
-    if variant == "cifar" and not _cifar_depth_ok(depth):
-        return f"{depth} is not a valid CIFAR depth (6n+2: {CIFAR_DEPTH_EXAMPLES})"
-    if variant == "imagenet":
-        if depth not in IMAGENET_STAGE_BLOCKS:
-            allowed = ", ".join(map(str, IMAGENET_STAGE_BLOCKS))
-            return f"{depth} is not an ImageNet depth ({allowed})"
-        if shortcut == "A" and depth >= 50:
-            return f"option A is not defined for bottleneck ResNets (depth {depth}); use B or C"
-    return None
-
-
 def _check(spec: GridSpec) -> GridSpec:
     """Cross-field rules pydantic cannot see: datasets and their paths, depths, duplicates."""
     data = spec.dataset
@@ -474,14 +431,14 @@ def _check(spec: GridSpec) -> GridSpec:
         shortcuts = block.shortcut or [None]
         for i, depth in enumerate(block.depth):
             for variant in variants:
-                problem = depth_problem(depth, variant)
+                problem = layout_problem(depth, variant)
                 if problem:
-                    raise spec.error(("grid", b, "depth", i), problem)
-            if "imagenet" in variants and depth >= 50 and "A" in shortcuts:
-                j = shortcuts.index("A")
-                raise spec.error(("grid", b, "shortcut", j), depth_problem(depth, "imagenet", "A") + (
-                    "; split the grid into blocks (a list under `grid:`) to use A with 18/34 only"
-                ))
+                    raise spec.error(("grid", b, "depth", i), problem.problem)
+                for j, shortcut in enumerate(shortcuts):
+                    problem = shortcut and layout_problem(depth, variant, shortcut)
+                    if problem:
+                        raise spec.error(("grid", b, "shortcut", j), problem.problem + (
+                            "; split the grid into blocks (a list under `grid:`) to give it other depths only"))
     if spec.train.iterations is not None and spec.train.epochs is not None:
         raise spec.error(("train", "epochs"), "give either train.iterations or train.epochs, not both")
     updates: dict[str, Any] = {}

@@ -123,7 +123,7 @@ def cell_trainable(config: dict[str, Any]) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.train_loop import train_loop_per_worker
+    from orchestrator.train_entry import train_loop_per_worker
 
     cell = Cell.from_dict(config["cell"])
     uri = config["tracking_uri"]

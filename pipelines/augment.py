@@ -32,7 +32,6 @@ SMALL_IMAGE = 64  # sides up to this are "CIFAR-like": stored raw, padded-crop a
 CIFAR_PAD = 4
 EVAL_RESIZE = 256
 SCALE_RANGE = (256.0, 480.0)
-EVAL_PROTOCOLS = ("center", "10crop", "full", "multiscale")
 MULTISCALE_SIDES = (224, 256, 384, 480, 640)  # shorter side at test time, paper Sec. 3.4
 TRAIN_CROPS = ("scale", "rrc")
 FLIP_PROB = 0.5

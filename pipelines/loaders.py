@@ -24,7 +24,6 @@ import torch
 
 from pipelines.augment import (
     CIFAR_PAD,
-    EVAL_PROTOCOLS,
     FLIP_PROB,
     SMALL_IMAGE,
     TRAIN_CROPS,
@@ -36,9 +35,9 @@ from pipelines.augment import (
     ten_crop,
     torch_sample_view,
 )
+from pipelines.catalog import EVAL_PROTOCOLS, LOADERS
 from pipelines.manifest import load_manifest
 
-LOADERS = ("ffcv", "torch")
 NORMALIZATIONS = ("channel", "pixel")
 
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.catalog import DATASETS
 from pipelines.manifest import DatasetError
 
-DATASETS = ("cifar10", "cifar100", "imagenet", "digits")
 # torchvision's ImageFolder extensions (IMG_EXTENSIONS), matched case-insensitively
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 

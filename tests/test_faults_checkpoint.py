@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.train_loop import CHECKPOINT_FILE, load_checkpoint
+from training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ TENSORS, TENSOR_LEN = 48, 1 << 18  # 48 MiB of float32 per checkpoint: long enou
 # what each writer process runs: the product's save_checkpoint in a loop, noting when each write starts/ends
 WRITER = f"""
 import torch
-from orchestrator.train_loop import save_checkpoint
+from training.checkpoint import save_checkpoint
 with open(events, "a", buffering=1) as log:
     for epoch in range(1, 1000):
         state = {{"epoch": epoch, "weights": [torch.full(({TENSOR_LEN},), float(epoch)) for _ in range({TENSORS})]}}
@@ -40,7 +40,7 @@ with open(events, "a", buffering=1) as log:
 def writers():
     """Writer processes forked from a server that imported torch once (a fresh interpreter each time is slow)."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "orchestrator.train_loop"])
+    ctx.set_forkserver_preload(["torch", "training.checkpoint"])
     return ctx
 
 
@@ -50,17 +50,16 @@ def _events(path: Path) -> list[tuple[str, int]]:
     return [(what, int(epoch)) for what, epoch in (line.split() for line in path.read_text().splitlines())]
 
 
-def _kill_during_write(ctx, folder: Path, kill_at_write: int, fill: float, full_size: int):
+def _kill_during_write(ctx, folder: Path, kill_at_write: int, fill: float, full_size: int, wait_for):
     """SIGKILL a writer once its `kill_at_write`-th temporary file holds `fill` of a full checkpoint."""
     tmp = folder / (CHECKPOINT_FILE + ".tmp")
     events = folder.parent / f"{folder.name}.events"
     proc = ctx.Process(target=exec, args=(WRITER, {"folder": str(folder), "events": str(events)}), daemon=True)
     proc.start()
     try:
+        wait_for(lambda: ("begin", kill_at_write) in _events(events), timeout=60, interval=0.002, alive=proc.is_alive,
+                 what=f"the writer to begin write {kill_at_write}", detail=lambda: f"writer stalled: {_events(events)}")
         deadline = time.monotonic() + 60
-        while ("begin", kill_at_write) not in _events(events):
-            assert proc.is_alive() and time.monotonic() < deadline, f"writer stalled: {_events(events)}"
-            time.sleep(0.002)
         while time.monotonic() < deadline:
             try:
                 if tmp.stat().st_size >= max(1, fill * full_size):
@@ -92,8 +91,8 @@ def _assert_whole(state: dict) -> None:
         assert tensor.shape == (TENSOR_LEN,) and bool((tensor == float(epoch)).all())
 
 
-def test_a_checkpoint_write_killed_mid_way_never_loads_as_complete(writers, tmp_path):
-    from orchestrator.train_loop import save_checkpoint
+def test_a_checkpoint_write_killed_mid_way_never_loads_as_complete(writers, tmp_path, wait_for):
+    from training.checkpoint import save_checkpoint
 
     probe = tmp_path / "probe"
     probe.mkdir()
@@ -106,7 +105,7 @@ def test_a_checkpoint_write_killed_mid_way_never_loads_as_complete(writers, tmp_
     for index, (kill_at_write, fill) in enumerate(plans):
         folder = tmp_path / f"round{index}"
         folder.mkdir()
-        events = _kill_during_write(writers, folder, kill_at_write, fill, full_size)
+        events = _kill_during_write(writers, folder, kill_at_write, fill, full_size, wait_for)
         begun = [epoch for what, epoch in events if what == "begin"]
         done = [epoch for what, epoch in events if what == "done"]
         tmp = folder / (CHECKPOINT_FILE + ".tmp")

@@ -107,8 +107,8 @@ def test_sigkill_of_the_train_worker_resumes_from_its_last_checkpoint(ray_sessio
     from mlflow.tracking import MlflowClient
 
     from orchestrator import tracking
-    from orchestrator.train_loop import load_checkpoint
     from orchestrator.tune_runner import run_cells, train_run_name
+    from training.checkpoint import load_checkpoint
 
     cell = make_cell(str(digits_root), "fault-worker", batches=19)  # the whole train split: an epoch takes seconds
     uri = tracking.resolve_tracking_uri(None, cwd=tmp_path)

@@ -35,6 +35,30 @@ def test_imagenet_multiply_adds_match_table1(depth):
     assert models.count_multiply_adds(model, (3, 224, 224)) == pytest.approx(TABLE1_MULT_ADDS[depth], rel=0.05)
 
 
+ALL_NAMED = [(variant, name) for variant in models.VARIANTS for name in models.MODEL_FAMILY[variant]]
+
+
+@pytest.mark.parametrize(("variant", "name"), ALL_NAMED)
+def test_torch_free_multiply_adds_are_exact_for_every_named_network(variant, name):
+    """`plan` and `resnetctl models` count with models.arch; FlopCounterMode on the built network agrees."""
+    depth, residual, shortcut = models.parse_arch(name, variant=variant)
+    spec = models.resolve_arch(depth, residual=residual, shortcut=shortcut, variant=variant)
+    with torch.device("meta"):
+        model = models.build_model(depth, residual=residual, shortcut=shortcut, variant=variant)
+    assert models.multiply_adds(spec) == models.count_multiply_adds(model, models.INPUT_SIZES[variant])
+    assert models.summarize(name, variant).layers == len(model.conv_bn_pairs()) + 1
+
+
+@pytest.mark.parametrize("stride_in_1x1", [True, False])
+def test_torch_free_multiply_adds_follow_stride_placement_classes_and_size(stride_in_1x1):
+    spec = models.resolve_arch(50, shortcut="C", variant="imagenet", num_classes=100)
+    with torch.device("meta"):
+        model = models.build_model(50, shortcut="C", variant="imagenet", num_classes=100, stride_in_1x1=stride_in_1x1)
+    assert models.multiply_adds(spec, stride_in_1x1=stride_in_1x1) == models.count_multiply_adds(model)
+    assert models.multiply_adds(spec, image_size=256, stride_in_1x1=stride_in_1x1) == models.count_multiply_adds(
+        model, (3, 256, 256))
+
+
 def test_v15_bottleneck_costs_more_than_the_paper_layout():
     with torch.device("meta"):
         paper = models.build_model(50, stride_in_1x1=True)

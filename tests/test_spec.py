@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cells import TrainConfig
 from orchestrator.expand import count_cells, expand_cells
-from orchestrator.spec import GridError, TrainOverrides, depth_problem, load_grid
+from orchestrator.spec import GridError, TrainOverrides, load_grid
+from training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -34,8 +34,20 @@ grid:
 """
 
 
-def test_overrides_mirror_train_config():
-    assert set(TrainOverrides.model_fields) == {f.name for f in dataclasses.fields(TrainConfig)}
+def test_every_training_field_can_be_overridden_and_says_what_it_does():
+    for name, info in TrainConfig.model_fields.items():
+        assert info.description, f"TrainConfig.{name} has no description"
+        assert TrainOverrides.model_fields[name].description == info.description
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("lr_milestones", "[0, 5]", "grid.yaml:7: train.lr_milestones[0]: must be greater than or equal to 1"),
+    ("num_workers", "-1", "grid.yaml:7: train.num_workers: must be greater than or equal to 0"),
+    ("loader", "dali", "grid.yaml:7: train.loader: must be 'ffcv' or 'torch'"),
+])
+def test_training_bounds_and_vocabularies_come_from_the_config(tmp_path, field, value, message):
+    with pytest.raises(GridError, match=re.escape(message)):
+        load_grid(write_grid(tmp_path, BASE + f"train:\n  {field}: {value}\n"))
 
 
 @pytest.mark.parametrize(
@@ -159,39 +171,15 @@ def test_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypa
     assert load_grid(grid).dataset.path == tmp_path / "data" / "c10"  # not grids/data/c10
 
 
-def test_depth_rules_match_the_model_builder():
-    from models.resnet import resolve_arch
+def test_grid_refuses_what_the_model_builder_refuses_with_its_reason(tmp_path):
+    from models.arch import ArchError, resolve_arch
 
-    for variant in ("cifar", "imagenet"):
-        for depth in range(1, 160):
-            for shortcut in ("plain", "A", "B"):
-                try:
-                    resolve_arch(depth, residual=shortcut != "plain", shortcut=shortcut, variant=variant)
-                    builds = True
-                except ValueError:
-                    builds = False
-                assert (depth_problem(depth, variant, shortcut) is None) == builds, (variant, depth, shortcut)
-
-
-def test_analytic_multiply_adds_match_the_models():
-    from models.measure import count_multiply_adds, summarize
-    from models.names import parse_arch
-    from orchestrator.commands.plan import multiply_adds
-
-    cases = [("cifar", "resnet20-A"), ("cifar", "plain32"), ("cifar", "resnet56-B"), ("cifar", "resnet44-C"),
-             ("imagenet", "plain18"), ("imagenet", "resnet34-C"), ("imagenet", "resnet50-B")]
-    for variant, name in cases:
-        depth, _, shortcut = parse_arch(name, variant=variant)
-        classes = 10 if variant == "cifar" else 1000
-        assert multiply_adds(depth, shortcut, variant, classes) == summarize(name, variant).mult_adds, name
-
-    import torch
-
-    from models.resnet import build_model
-
-    with torch.device("meta"):
-        model = build_model(50, shortcut="C", variant="imagenet", stride_in_1x1=False, num_classes=100)
-    assert multiply_adds(50, "C", "imagenet", 100, stride_in_1x1=False) == count_multiply_adds(model)
+    body = BASE.replace("depth: [20, 110]", "depth: [21]")
+    with pytest.raises(ArchError) as built:
+        resolve_arch(21, variant="cifar")
+    with pytest.raises(GridError) as loaded:
+        load_grid(write_grid(tmp_path, body))
+    assert str(loaded.value).endswith(f"grid.depth[0]: {built.value.problem}")
 
 
 def test_grid_loading_imports_nothing_heavy(tmp_path):
@@ -222,4 +210,4 @@ def test_cell_id_ignores_where_the_data_lies_and_the_resources():
     assert replace(cell, dataset_path="/elsewhere/digits").cell_id == cell.cell_id
     assert replace(cell, resources=Resources(workers_per_cell=4)).cell_id == cell.cell_id
     assert replace(cell, seed=1).cell_id != cell.cell_id
-    assert replace(cell, train=replace(cell.train, lr=0.05)).cell_id != cell.cell_id
+    assert replace(cell, train=cell.train.model_copy(update={"lr": 0.05})).cell_id != cell.cell_id

@@ -8,14 +8,11 @@ import pytest
 import torch
 
 from orchestrator import conventions as cv
-from orchestrator.cells import Cell, TrainConfig
-from orchestrator.train_loop import (
-    CHECKPOINT_FILE,
-    CellTrainer,
-    PresetSchedule,
-    load_checkpoint,
-    save_checkpoint,
-)
+from orchestrator.cells import Cell
+from orchestrator.train_entry import trainer_for_cell
+from training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.schedule import PresetSchedule
 
 
 def _cell(root, **train) -> Cell:
@@ -80,7 +77,7 @@ def test_checkpoint_is_atomic(tmp_path):
 
 def test_epoch_metrics_and_iteration_budget(digits_root):
     torch.set_num_threads(1)
-    trainer = CellTrainer(_cell(digits_root, epochs=None, iterations=5))
+    trainer = trainer_for_cell(_cell(digits_root, epochs=None, iterations=5))
     assert trainer.steps_per_epoch == 3 and trainer.num_epochs == 2
     first = trainer.run_epoch()
     assert set(cv.EPOCH_METRICS) <= set(first)
@@ -95,12 +92,12 @@ def test_epoch_metrics_and_iteration_budget(digits_root):
 
 def test_resume_restores_weights_optimiser_schedule_and_position(digits_root, tmp_path):
     torch.set_num_threads(1)
-    first = CellTrainer(_cell(digits_root, lr_milestones=(1,)))
+    first = trainer_for_cell(_cell(digits_root, lr_milestones=(1,)))
     first.run_epoch()
     saved = first.state_dict()
     save_checkpoint(tmp_path, saved)
 
-    resumed = CellTrainer(_cell(digits_root, lr_milestones=(1,)))
+    resumed = trainer_for_cell(_cell(digits_root, lr_milestones=(1,)))
     resumed.load_state_dict(load_checkpoint(tmp_path))
     assert (resumed.epoch, resumed.iteration) == (1, 3)
     assert resumed.train_loader.epoch == 1  # the shuffle continues with epoch 1's order
@@ -119,9 +116,9 @@ def test_resume_restores_weights_optimiser_schedule_and_position(digits_root, tm
 
 
 def test_checkpoint_of_another_cell_is_refused(digits_root):
-    trainer = CellTrainer(_cell(digits_root))
+    trainer = trainer_for_cell(_cell(digits_root))
     state = trainer.state_dict()
-    other = CellTrainer(_cell(digits_root, lr=0.05))
+    other = trainer_for_cell(_cell(digits_root, lr=0.05))
     with pytest.raises(ValueError, match="belongs to cell"):
         other.load_state_dict(state)
 
@@ -134,7 +131,7 @@ def test_multiscale_evaluation_scores_every_paper_scale_mirrored(imagenet_root):
                max_train_batches=1)
     cell = Cell(grid="t", arch="resnet18-B", depth=18, shortcut="B", variant="imagenet", dataset="imagenet",
                 dataset_path=str(imagenet_root), seed=0, train=TrainConfig(**cfg))
-    trainer = CellTrainer(cell)
+    trainer = trainer_for_cell(cell)
     sides: list[int] = []
     trainer.net.register_forward_pre_hook(lambda _, args: sides.append(args[0].shape[-1]))
     err, top5 = trainer.evaluate(trainer.eval_loaders["val"])

@@ -40,7 +40,7 @@ class CifarRow:
 @dataclass(frozen=True)
 class ImageNetRow:
     label: str
-    arch: str  # our readable name, models.names.arch_name
+    arch: str  # our readable name, models.arch.arch_name
     top1: float
     top5: float | None = None
 

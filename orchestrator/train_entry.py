@@ -1,0 +1,95 @@
+"""What one Ray Train worker runs for a cell: the `training.Trainer`, checkpointed into Ray, tracked in MLflow.
+
+This is Ray's "[1] the worker code" (the Tune trial in `tune_runner.py` is "[2] the function that
+launches the run"): it restores from `ray.train.get_checkpoint()`, reports metrics plus a checkpoint
+each epoch, and has rank 0 alone write to MLflow, ending with the run's model and `finished` tag.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Any
+
+from orchestrator import conventions as cv
+from orchestrator.cells import Cell
+
+
+def trainer_for_cell(cell: Cell, **kwargs):
+    """The `training.Trainer` of a cell (kwargs: rank, world_size, device, wrap_model)."""
+    from training.trainer import Trainer
+
+    return Trainer(cell.train, arch=cell.arch, variant=cell.variant, dataset_path=cell.dataset_path,
+                   seed=cell.seed, run_key=cell.cell_id, **kwargs)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point: config holds `cell` (Cell.to_dict()), `tracking_uri`, `run_id`."""
+    worker_started_at = time.time()
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from training.checkpoint import load_checkpoint
+
+    cell = Cell.from_dict(config["cell"])
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(max(1, int(config.get("threads_per_worker") or 1)))
+    trainer = trainer_for_cell(cell, rank=rank, world_size=world_size, device=ray.train.torch.get_device(),
+                               wrap_model=ray.train.torch.prepare_model if world_size > 1 else None)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.load_state_dict(load_checkpoint(folder))
+
+    logger = None
+    if rank == 0 and config.get("run_id"):
+        from orchestrator.tracking import CellRunLogger
+
+        logger = CellRunLogger(config["tracking_uri"], config["run_id"])
+    # wall-clock marks of the fixed cost, for benchmarks/overhead.py (not logged to MLflow)
+    marks = {"trial_started_at": config.get("trial_started_at"), "fit_started_at": config.get("fit_started_at"),
+             "worker_started_at": worker_started_at, "trainer_ready_at": time.time()}
+    while not trainer.done:
+        _train_and_report_epoch(trainer, logger, marks)
+    if logger is not None:
+        finalize_run(cell, trainer, logger)
+
+
+def _train_and_report_epoch(trainer, logger, marks: dict[str, Any]) -> None:
+    """One epoch: train and evaluate, log (rank 0), checkpoint (rank 0) and report to Ray Train."""
+    import ray.train
+
+    from training.checkpoint import save_checkpoint
+
+    epoch_start = time.perf_counter()
+    metrics = trainer.run_epoch()
+    if logger is not None:
+        logger.log_epoch(trainer.epoch, metrics)
+    with tempfile.TemporaryDirectory(prefix="resnetctl-ckpt-") as folder:
+        saved = None
+        if trainer.rank == 0:
+            save_checkpoint(folder, trainer.state_dict())
+            saved = ray.train.Checkpoint.from_directory(folder)
+        timing = {"epoch": trainer.epoch, "epoch_time_s": trainer.last_epoch_s,
+                  "epoch_wall_s": time.perf_counter() - epoch_start,  # + logging and checkpointing
+                  "first_step_at": trainer.first_step_at, "last_step_at": trainer.last_step_at, **marks}
+        ray.train.report({**metrics, **timing}, checkpoint=saved)
+
+
+def finalize_run(cell: Cell, trainer, logger) -> None:
+    """Rank 0, after the last epoch: layer responses, curves, compute used, model; then `finished`."""
+    import models
+
+    net = trainer.net.module if hasattr(trainer.net, "module") else trainer.net
+    logger.log_model_size(num_params=models.count_parameters(net),
+                          mult_adds=models.count_multiply_adds(net, models.INPUT_SIZES[cell.variant]))
+    logger.log_layer_responses(trainer.layer_responses())
+    logger.log_curves(trainer.curves)
+    worker_hours = trainer.elapsed_s * trainer.world_size / 3600.0
+    logger.log_final({cv.M_WORKER_HOURS: worker_hours,
+                      cv.M_GPU_HOURS: worker_hours if trainer.on_gpu else 0.0})
+    trainer.net.eval()
+    logger.log_model(trainer.net.to("cpu"), dataset=cell.dataset, arch=cell.arch)
+    logger.mark_finished()

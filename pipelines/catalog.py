@@ -1,0 +1,29 @@
+"""What the pipelines offer, by name: datasets, loaders and evaluation protocols, and facts about each dataset.
+
+Each vocabulary is one `Literal`, the single declaration the grid spec, the training config, the
+CLI's choices and the loaders all take their names from (tuples through `typing.get_args`). Like
+`models.arch`, this module imports nothing heavy, so a grid is validated before torch loads.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+DatasetName = Literal["cifar10", "cifar100", "imagenet", "digits"]
+# ffcv: FFCV's compiled Loader (fast); torch: a torchvision-style DataLoader over the same .beton files
+LoaderName = Literal["ffcv", "torch"]
+# full: 32x32 as is, ImageNet the centre 256 square; center: resize 256, centre 224 (single view);
+# 10crop: corners + centre and their mirrors (paper Tables 2-3); multiscale: Table 4's fully
+# convolutional testing at shorter sides 224-640 (ImageNet-size data only)
+EvalProtocol = Literal["center", "10crop", "full", "multiscale"]
+
+DATASETS: tuple[str, ...] = get_args(DatasetName)
+LOADERS: tuple[str, ...] = get_args(LoaderName)
+EVAL_PROTOCOLS: tuple[str, ...] = get_args(EvalProtocol)
+
+# Which network family a dataset trains: the 32x32 CIFAR-style nets or the 224x224 ImageNet ones.
+VARIANT_OF: dict[str, str] = {"cifar10": "cifar", "cifar100": "cifar", "digits": "cifar", "imagenet": "imagenet"}
+NUM_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "digits": 10, "imagenet": 1000}
+# Training images per epoch when no prepared manifest says otherwise (paper's CIFAR 45k/5k split).
+TRAIN_IMAGES: dict[str, int] = {"cifar10": 45_000, "cifar100": 45_000, "digits": 1_258, "imagenet": 1_281_167}
+assert set(VARIANT_OF) == set(NUM_CLASSES) == set(TRAIN_IMAGES) == set(DATASETS)

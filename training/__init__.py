@@ -1,0 +1,29 @@
+"""How one worker trains a network: the config, the learning-rate schedule, checkpoints and the trainer.
+
+Knows nothing of Ray or MLflow (`orchestrator/train_entry.py` wires this into Ray Train and MLflow),
+so a benchmark or a test can run the very loop a cell runs. The config imports without torch; the
+trainer and checkpoints load it on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from training.config import AMP_MODES, TrainConfig
+
+_LAZY: dict[str, str] = {
+    "PresetSchedule": "training.schedule",
+    "Trainer": "training.trainer",
+    "save_checkpoint": "training.checkpoint",
+    "load_checkpoint": "training.checkpoint",
+    "CHECKPOINT_FILE": "training.checkpoint",
+}
+
+__all__ = ["AMP_MODES", "TrainConfig", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'training' has no attribute {name!r}")

@@ -1,0 +1,73 @@
+"""The training config: every field a grid's `train:` section (or axis) may set, declared once.
+
+Each field carries its type, bounds and a description here and nowhere else: the grid spec derives
+its `train:` overrides and its axes from this model, `resnetctl fields` prints the table the README
+shows, and the trainer reads the resolved values. Defaults are the ones no dataset preset sets;
+the paper's recipes (`orchestrator/presets.py`) fill in the rest per dataset.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.catalog import EvalProtocol, LoaderName
+
+# off: float32; bf16 / fp16: torch.autocast on GPUs (fp16 with a gradient scaler); CPUs train in float32
+AmpMode = Literal["off", "bf16", "fp16"]
+AMP_MODES: tuple[str, ...] = get_args(AmpMode)
+
+MAX_COUNT = 100_000_000  # iterations, milestones and other counters: only refuses absurd numbers
+Milestone = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+
+
+class TrainConfig(BaseModel):
+    """Everything the training loop needs, resolved from the dataset preset plus the grid's overrides.
+
+    A schedule is given either in iterations (the paper's CIFAR runs) or in epochs; exactly one of
+    `iterations` / `epochs` is set (`orchestrator.expand.resolve_train` checks the combination).
+    """
+
+    # strict: YAML already typed the values, so "128" stays a string and is refused as a batch size
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+    batch_size: int = Field(ge=1, le=65_536, description=(
+        "images per optimiser step, summed over the cell's workers (each worker takes batch_size / workers)"))
+    lr: float = Field(gt=0, le=100, description="base learning rate of SGD")
+    momentum: float = Field(0.9, ge=0, le=1, description="SGD momentum")
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="L2 weight decay, on every parameter as in the paper")
+    nesterov: bool = Field(False, description="Nesterov momentum (the paper: plain momentum)")
+    iterations: int | None = Field(None, ge=1, le=MAX_COUNT, description=(
+        "schedule length in optimiser steps; giving it (or epochs) replaces the preset's length and keeps its "
+        "milestones at the same fractions"))
+    epochs: int | None = Field(None, ge=1, le=100_000, description="schedule length in epochs, instead of iterations")
+    lr_milestones: tuple[Milestone, ...] = Field((), max_length=100, description=(
+        "multiply the rate by lr_gamma at these points, in the schedule's unit (iterations or epochs)"))
+    lr_gamma: float = Field(0.1, gt=0, le=1, description="factor applied at each milestone or plateau")
+    lr_on_plateau: bool = Field(False, description=(
+        "also multiply by lr_gamma when the validation error has not improved for plateau_patience epochs"))
+    plateau_patience: int = Field(5, ge=1, le=10_000, description="epochs without improvement that count as a plateau")
+    warmup_lr: float | None = Field(None, gt=0, le=100, description=(
+        "train at this rate first (paper: 0.01 for ResNet-110 and deeper); null turns the warm-up off"))
+    warmup_iterations: int = Field(0, ge=0, le=MAX_COUNT, description="longest warm-up, in optimiser steps")
+    warmup_until_train_err: float | None = Field(None, ge=0, le=100, description=(
+        "end the warm-up once the running training error (%) is below this (paper: 80)"))
+    amp: AmpMode = Field("off", description="mixed precision on GPUs: off, bf16 or fp16")
+    channels_last: bool = Field(False, description="channels-last memory format on GPUs")
+    loader: LoaderName = Field("ffcv", description="ffcv (compiled, fast) or torch (a DataLoader over the same files)")
+    num_workers: int = Field(1, ge=0, le=256, description="data-loading threads (FFCV) or processes (torch) per worker")
+    eval_protocol: EvalProtocol = Field("full", description=(
+        "test view: full, center, 10crop (Tables 2-3) or multiscale (Table 4, ImageNet only)"))
+    lighting: float = Field(0.0, ge=0, le=10, description="std of AlexNet's PCA colour noise in training (0: off)")
+    zero_init_residual: bool = Field(False, description=(
+        "start each block's last BN at zero (not in the paper; refused for plain nets)"))
+    stride_in_1x1: bool = Field(True, description=(
+        "bottlenecks: stride in the first 1x1 conv (the paper) or, false, in the 3x3 (torchvision's v1.5)"))
+    max_train_batches: int | None = Field(None, ge=1, le=MAX_COUNT, description=(
+        "cap on training batches per epoch, for smoke tests and benchmarks"))
+
+    @property
+    def schedule_unit(self) -> str:
+        """"iterations" or "epochs": the unit of the schedule's length and milestones."""
+        return "iterations" if self.iterations is not None else "epochs"

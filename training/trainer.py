@@ -1,0 +1,256 @@
+"""One worker's share of a run: the paper's SGD recipe over sharded loaders, one epoch at a time.
+
+`Trainer` holds the model, optimiser, schedule and loaders and knows nothing of Ray or MLflow:
+the orchestrator's Ray entry calls `run_epoch` and checkpoints `state_dict()`, and
+`benchmarks/overhead.py` times the same loop against a bare PyTorch one. Its construction reads
+as the steps it takes (model, optimiser, loaders, steps per epoch), as FFCV's ImageNet example does.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import models
+import pipelines
+from pipelines.augment import multiscale_views
+from training import metrics as m
+from training.checkpoint import rng_state, set_rng_state
+from training.config import TrainConfig
+from training.distributed import all_reduce
+from training.schedule import PresetSchedule
+
+LAYER_RESPONSE_IMAGES = 512  # test images the Fig. 7 responses are measured on
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def class_scores(net: nn.Module, images: torch.Tensor, eval_protocol: str) -> torch.Tensor:
+    """Scores of one evaluation batch: crops' softmax averaged (10-crop), scales' too (multi-scale), else logits."""
+    if images.dim() == 5:  # (batch, crops, C, H, W)
+        b, c = images.shape[:2]
+        return F.softmax(net(images.flatten(0, 1)).float(), 1).view(b, c, -1).mean(1)
+    if eval_protocol == "multiscale":  # fully convolutional: each scale, mirrored
+        return torch.stack([F.softmax(net(view).float(), 1) for view in multiscale_views(images)]).mean(0)
+    return net(images).float()
+
+
+def first_images(loader, max_images: int, device: torch.device) -> torch.Tensor:
+    """Up to `max_images` images from a loader (the first view of multi-crop batches), copied."""
+    batches, count = [], 0
+    for images, _ in loader:
+        if images.dim() == 5:
+            images = images[:, 0]
+        batches.append(images.to(device).clone())  # FFCV reuses its batch buffers
+        count += images.shape[0]
+        if count >= max_images:
+            break
+    return torch.cat(batches)[:max_images]
+
+
+class Trainer:
+    """Model, sharded loaders, SGD and the preset schedule for one worker of one run.
+
+    `run_key` names the run in its checkpoints (the orchestrator passes the cell id), so a
+    checkpoint of another run is refused instead of silently loaded.
+    """
+
+    def __init__(self, cfg: TrainConfig, *, arch: str, variant: str, dataset_path: str, seed: int,
+                 run_key: str | None = None, rank: int = 0, world_size: int = 1,
+                 device: torch.device | str = "cpu", wrap_model: Callable[[nn.Module], nn.Module] | None = None):
+        self.cfg, self.arch, self.variant, self.seed, self.run_key = cfg, arch, variant, seed, run_key
+        self.rank, self.world_size = rank, world_size
+        self.device = torch.device(device)
+        self.on_gpu = self.device.type == "cuda"
+        self.channels_last = cfg.channels_last and self.on_gpu
+        manifest = pipelines.load_manifest(dataset_path)
+        self.num_classes = int(manifest["num_classes"])
+
+        self.net, self.model = self._build_model(wrap_model)
+        self.optimizer = self._build_optimizer()
+        self.schedule = PresetSchedule(cfg)
+        amp = cfg.amp if self.on_gpu else "off"
+        self.autocast_dtype = AUTOCAST_DTYPES.get(amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+        self.train_loader, self.eval_loaders = self._build_loaders(dataset_path, set(manifest["splits"]))
+        self.steps_per_epoch, self.total_iterations = self._count_steps()
+        self.num_epochs = math.ceil(self.total_iterations / self.steps_per_epoch)
+
+        self.epoch = 0  # epochs completed
+        self.iteration = 0  # optimiser steps completed
+        self.elapsed_s = 0.0  # wall time spent training and evaluating, summed over resumes
+        self.last_epoch_s = 0.0
+        self.curves: dict[str, list[float]] = {}
+        self.first_step_at: float | None = None  # wall clock of this process's first and last step,
+        self.last_step_at: float | None = None  # for the fixed-cost figures of benchmarks/overhead.py
+
+    # -- construction -------------------------------------------------------------------
+    def _build_model(self, wrap_model) -> tuple[nn.Module, nn.Module]:
+        """The network, seeded so every rank starts from identical weights, and its (DDP) wrapper."""
+        torch.manual_seed(self.seed)
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        net = models.build_from_name(
+            self.arch, variant=self.variant, num_classes=self.num_classes,
+            stride_in_1x1=self.cfg.stride_in_1x1, zero_init_residual=self.cfg.zero_init_residual,
+        )
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        net = net.to(self.device)
+        return net, (wrap_model(net) if wrap_model is not None else net)
+
+    def _build_optimizer(self) -> torch.optim.SGD:
+        cfg = self.cfg
+        return torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+
+    def _build_loaders(self, dataset_path: str, splits: set[str]):
+        """This worker's shard of the training split, and the val/test splits the data has."""
+        self.per_worker_batch = max(1, self.cfg.batch_size // self.world_size)
+        common = {"rank": self.rank, "world_size": self.world_size, "seed": self.seed, "loader": self.cfg.loader,
+                  "num_workers": self.cfg.num_workers, "device": str(self.device),
+                  "channels_last": self.channels_last, "batch_size": self.per_worker_batch}
+        train = pipelines.build_loader(dataset_path, "train", train=True, lighting=self.cfg.lighting, **common)
+        evaluation = {split: pipelines.build_loader(dataset_path, split, train=False,
+                                                    eval_protocol=self.cfg.eval_protocol, **common)
+                      for split in ("val", "test") if split in splits}
+        return train, evaluation
+
+    def _count_steps(self) -> tuple[int, int]:
+        """Steps per epoch (the same on every rank: DDP ranks must step together) and in the whole run."""
+        steps = len(self.train_loader)
+        if self.cfg.max_train_batches is not None:
+            steps = min(steps, self.cfg.max_train_batches)
+        steps = int(all_reduce([steps], self.device, op="min")[0])
+        if steps < 1:
+            raise ValueError(f"the train split gives no batch of {self.per_worker_batch} images")
+        total = self.cfg.iterations if self.cfg.iterations is not None else (self.cfg.epochs or 1) * steps
+        return steps, int(total)
+
+    # -- state --------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self.iteration >= self.total_iterations
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": rng_state(), "epoch": self.epoch, "iteration": self.iteration,
+            "elapsed_s": self.elapsed_s, "curves": self.curves, "cell_id": self.run_key,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("cell_id") not in (None, self.run_key):
+            raise ValueError(f"checkpoint belongs to cell {state['cell_id']}, not {self.run_key}")
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.epoch, self.iteration = int(state["epoch"]), int(state["iteration"])
+        self.elapsed_s = float(state["elapsed_s"])
+        self.curves = {k: list(v) for k, v in state["curves"].items()}
+        if hasattr(self.train_loader, "set_epoch"):  # continue the shuffling sequence, not epoch 0's
+            self.train_loader.set_epoch(self.epoch)
+
+    # -- steps --------------------------------------------------------------------------
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _to_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        if self.channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """One SGD step at the schedule's rate; returns the rate, the loss and the logits."""
+        lr = self.schedule.lr(self.iteration, self.epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self._autocast():
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.iteration += 1
+        self.last_step_at = time.time()
+        self.first_step_at = self.first_step_at or self.last_step_at
+        return lr, loss, logits
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over this worker's shard (capped by `max_train_batches` and the iteration budget)."""
+        self.model.train()
+        loss_sum = wrong = seen = 0.0
+        steps = min(self.steps_per_epoch, self.total_iterations - self.iteration)
+        start = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        for step, (images, labels) in enumerate(self.train_loader):
+            if step >= steps:
+                break
+            images, labels = self._to_device(images, labels)
+            lr, loss, logits = self._step(images, labels)
+            with torch.no_grad():
+                n = labels.numel()
+                wrong += (logits.argmax(1) != labels).sum().item()
+                loss_sum += loss.item() * n
+                seen += n
+            self.schedule.observe_train_err(100.0 * wrong / seen)
+        seconds = time.perf_counter() - start
+        loss_sum, wrong, seen = all_reduce([loss_sum, wrong, seen], self.device)
+        return {m.TRAIN_LOSS: loss_sum / max(seen, 1), m.TRAIN_ERR: 100.0 * wrong / max(seen, 1),
+                m.LR: lr, m.IMAGES_PER_S: seen / max(seconds, 1e-9)}
+
+    @torch.no_grad()
+    def evaluate(self, loader) -> tuple[float, float]:
+        """Top-1 and top-5 error (%) over the split, summed over every rank's shard."""
+        self.model.eval()
+        top1 = top5 = count = 0.0
+        k = min(5, self.num_classes)
+        for batch in loader:
+            images, labels = self._to_device(*batch)
+            with self._autocast():
+                scores = class_scores(self.net, images, self.cfg.eval_protocol)
+            hits = scores.topk(k, dim=1).indices == labels.unsqueeze(1)
+            top1 += (~hits[:, 0]).sum().item()
+            top5 += (~hits.any(1)).sum().item()
+            count += labels.numel()
+        top1, top5, count = all_reduce([top1, top5, count], self.device)
+        return 100.0 * top1 / max(count, 1), 100.0 * top5 / max(count, 1)
+
+    def run_epoch(self) -> dict[str, float]:
+        """Train one epoch, evaluate val and test, advance the schedule; the epoch's `training.metrics`."""
+        start = time.perf_counter()
+        metrics = self.train_epoch()
+        for split, loader in self.eval_loaders.items():
+            top1_key, top5_key = m.split_errors(split)
+            metrics[top1_key], metrics[top5_key] = self.evaluate(loader)
+        self.epoch += 1
+        if m.VAL_ERR in metrics:
+            self.schedule.observe_val_err(metrics[m.VAL_ERR])
+        metrics[m.ITERATION] = float(self.iteration)
+        self.last_epoch_s = time.perf_counter() - start
+        self.elapsed_s += self.last_epoch_s
+        for key, value in metrics.items():
+            self.curves.setdefault(key, []).append(value)
+        self.curves.setdefault("epoch", []).append(self.epoch)
+        return metrics
+
+    def layer_responses(self, max_images: int = LAYER_RESPONSE_IMAGES) -> list[float]:
+        """Fig. 7: std of each 3x3 conv's BN output (before the add/ReLU) on test images."""
+        loader = self.eval_loaders.get("test") or self.eval_loaders.get("val") or self.train_loader
+        return models.layer_responses(self.net, first_images(loader, max_images, self.device))
