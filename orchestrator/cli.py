@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "models": "orchestrator.commands.models:models_command",
     "prepare": "orchestrator.commands.prepare:prepare_command",
     "plan": "orchestrator.commands.plan:plan_command",
+    "fields": "orchestrator.commands.fields:fields_command",
     "submit": "orchestrator.commands.submit:submit_command",
     "run": "orchestrator.commands.submit:run_command",
     "status": "orchestrator.commands.jobs:status_command",
