@@ -181,8 +181,6 @@ def run_cells(
     Each cell's MLflow run is opened (or its unfinished one reused) here in the driver,
     one after another, before any trial starts: no two processes race to create runs.
     """
-    from ray import tune
-
     if not cells:
         return []
     run_ids: dict[str, str] = {}
@@ -193,7 +191,15 @@ def run_cells(
     storage = storage_root(storage_path)
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)
-    by_id = {c.cell_id: c for c in cells}
+    tuner = _tuner(cells, grid_name=grid_name, tracking_uri=tracking_uri, run_ids=run_ids, storage=storage,
+                   max_concurrent_cells=max_concurrent_cells, callbacks=callbacks, max_failures=max_failures)
+    return _outcomes(tuner.fit(), cells)
+
+
+def _tuner(cells: Sequence[Cell], *, grid_name: str, tracking_uri: str | None, run_ids: dict[str, str], storage: str,
+           max_concurrent_cells: int, callbacks: Sequence[Any], max_failures: int):
+    """One Tune experiment with one trial per cell, each named (and foldered) after its cell."""
+    from ray import tune
 
     def trial_name(trial) -> str:
         return Cell.from_dict(trial.config["cell"]).name
@@ -201,7 +207,7 @@ def run_cells(
     def trial_dirname(trial) -> str:
         return train_run_name(Cell.from_dict(trial.config["cell"]))
 
-    tuner = tune.Tuner(
+    return tune.Tuner(
         tune.with_resources(cell_trainable, {"memory": DRIVER_MEMORY_BYTES}),
         param_space={
             "cell": tune.grid_search([c.to_dict() for c in cells]),
@@ -225,8 +231,11 @@ def run_cells(
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0),
         ),
     )
-    results = tuner.fit()
-    # match results to cells by trial folder: a trial that died early may come back without its config
+
+
+def _outcomes(results, cells: Sequence[Cell]) -> list[CellOutcome]:
+    """How each cell ended, matched by trial folder: a trial that died early may come back without its config."""
+    by_id = {c.cell_id: c for c in cells}
     by_dirname = {train_run_name(c): c for c in cells}
     outcomes = {}
     for result in results:

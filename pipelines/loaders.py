@@ -361,6 +361,32 @@ class TorchImageLoader:
 # --------------------------------------------------------------------------- entry point
 
 
+def _check_options(manifest: dict[str, Any], root: Path, split: str, *, train: bool, loader: str,
+                   eval_protocol: str, train_crop: str, normalization: str, lighting: float, batch_size: int,
+                   rank: int, world_size: int) -> None:
+    """ValueError naming the first option `build_loader` cannot honour for this prepared dataset."""
+    if split not in manifest["splits"]:
+        raise ValueError(f"split {split!r} not in {root} (has {', '.join(manifest['splits'])})")
+    if loader not in LOADERS:
+        raise ValueError(f"loader must be one of {LOADERS}, not {loader!r}")
+    if eval_protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f"eval_protocol must be one of {EVAL_PROTOCOLS}, not {eval_protocol!r}")
+    if train_crop not in TRAIN_CROPS:
+        raise ValueError(f"train_crop must be one of {TRAIN_CROPS}, not {train_crop!r}")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, not {normalization!r}")
+    if normalization == "pixel" and ("mean_image_file" not in manifest or (not train and eval_protocol == "10crop")):
+        raise ValueError("normalization='pixel' needs 32x32 data with a mean image, and no 10-crop evaluation")
+    if eval_protocol == "multiscale" and int(manifest["image_size"]) <= SMALL_IMAGE:
+        raise ValueError(f"eval_protocol='multiscale' is for ImageNet-size images, not {manifest['image_size']}px ones")
+    if not 0 <= lighting <= 10:
+        raise ValueError(f"lighting must be in 0..10, not {lighting}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, not {batch_size}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+
+
 def build_loader(
     root: str | Path,
     split: str,
@@ -391,26 +417,9 @@ def build_loader(
     """
     manifest = load_manifest(root)
     root = Path(root)
-    if split not in manifest["splits"]:
-        raise ValueError(f"split {split!r} not in {root} (has {', '.join(manifest['splits'])})")
-    if loader not in LOADERS:
-        raise ValueError(f"loader must be one of {LOADERS}, not {loader!r}")
-    if eval_protocol not in EVAL_PROTOCOLS:
-        raise ValueError(f"eval_protocol must be one of {EVAL_PROTOCOLS}, not {eval_protocol!r}")
-    if train_crop not in TRAIN_CROPS:
-        raise ValueError(f"train_crop must be one of {TRAIN_CROPS}, not {train_crop!r}")
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, not {normalization!r}")
-    if normalization == "pixel" and ("mean_image_file" not in manifest or (not train and eval_protocol == "10crop")):
-        raise ValueError("normalization='pixel' needs 32x32 data with a mean image, and no 10-crop evaluation")
-    if eval_protocol == "multiscale" and int(manifest["image_size"]) <= SMALL_IMAGE:
-        raise ValueError(f"eval_protocol='multiscale' is for ImageNet-size images, not {manifest['image_size']}px ones")
-    if not 0 <= lighting <= 10:
-        raise ValueError(f"lighting must be in 0..10, not {lighting}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, not {batch_size}")
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    _check_options(manifest, root, split, train=train, loader=loader, eval_protocol=eval_protocol,
+                   train_crop=train_crop, normalization=normalization, lighting=lighting,
+                   batch_size=batch_size, rank=rank, world_size=world_size)
     view = ViewSpec(int(manifest["image_size"]), train, eval_protocol, train_crop)
     spec = LoaderSpec(
         path=root / manifest["splits"][split]["file"],

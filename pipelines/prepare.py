@@ -118,6 +118,47 @@ def _channel_stats(source: SplitSource) -> tuple[list[float], list[float], np.nd
     return pixels.mean(0).tolist(), pixels.std(0).tolist(), images.astype(np.float64).mean(0).astype(np.float32)
 
 
+def _writer_options(root, writer_options: dict[str, Any]) -> dict[str, Any]:
+    """The writer defaults with the caller's options, or DatasetError naming the first bad one."""
+    unknown = sorted(set(writer_options) - set(WRITER_DEFAULTS))
+    if unknown:
+        raise DatasetError(f"{root}: unknown writer option(s) {', '.join(unknown)} (known: {', '.join(WRITER_DEFAULTS)})")
+    opts = {**WRITER_DEFAULTS, **writer_options}
+    if opts["write_mode"] not in ("jpg", "raw", "smart", "proportion"):
+        raise DatasetError(f"{root}: write_mode must be jpg, raw, smart or proportion, not {opts['write_mode']!r}")
+    if not 1 <= int(opts["jpeg_quality"]) <= 100:
+        raise DatasetError(f"{root}: jpeg_quality must be in 1..100, not {opts['jpeg_quality']}")
+    return opts
+
+
+def _manifest(raw, splits: dict[str, dict[str, Any]], source, opts: dict[str, Any], mean: list[float],
+              std: list[float], extra: dict[str, Any]) -> dict[str, Any]:
+    """What `manifest.json` records: the splits, the normalisation statistics, where the data came from."""
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "dataset": raw.name,
+        "num_classes": len(raw.classes),
+        "image_size": raw.image_size,
+        "classes": raw.classes,
+        "splits": splits,
+        "test_split": raw.notes.get("test_split", "test"),
+        "mean": mean,
+        "std": std,
+        "stats_from": "train split" if "mean_image_file" in extra else "standard ImageNet constants",
+        "source": str(Path(source).resolve()) if source is not None else None,
+        "source_checksum": raw.source_checksum,
+        "split_seed": raw.split_seed,
+        "writer": {
+            "image_field": "raw" if raw.image_size <= 64 else opts["write_mode"],
+            **{k: opts[k] for k in ("max_resolution", "jpeg_quality") if raw.image_size > 64},
+            "page_size": opts["page_size"],
+            "ffcv": _ffcv_version(),
+        },
+        "notes": raw.notes,
+        **extra,
+    }
+
+
 def prepare_dataset(
     name: str,
     root: str | Path,
@@ -133,14 +174,7 @@ def prepare_dataset(
     jpeg_quality, write_mode ("jpg" | "raw" | "smart" | "proportion"), compress_probability.
     An unreadable image fails the whole prepare (nothing is skipped silently).
     """
-    unknown = sorted(set(writer_options) - set(WRITER_DEFAULTS))
-    if unknown:
-        raise DatasetError(f"{root}: unknown writer option(s) {', '.join(unknown)} (known: {', '.join(WRITER_DEFAULTS)})")
-    opts = {**WRITER_DEFAULTS, **writer_options}
-    if opts["write_mode"] not in ("jpg", "raw", "smart", "proportion"):
-        raise DatasetError(f"{root}: write_mode must be jpg, raw, smart or proportion, not {opts['write_mode']!r}")
-    if not 1 <= int(opts["jpeg_quality"]) <= 100:
-        raise DatasetError(f"{root}: jpeg_quality must be in 1..100, not {opts['jpeg_quality']}")
+    opts = _writer_options(root, writer_options)
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise DatasetError(f"{root}: exists and is not a folder")
@@ -172,29 +206,7 @@ def prepare_dataset(
             np.save(tmp, mean_image)
             extra["mean_image_file"] = final.name
 
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "dataset": raw.name,
-            "num_classes": len(raw.classes),
-            "image_size": raw.image_size,
-            "classes": raw.classes,
-            "splits": splits,
-            "test_split": raw.notes.get("test_split", "test"),
-            "mean": mean,
-            "std": std,
-            "stats_from": "train split" if mean_image is not None else "standard ImageNet constants",
-            "source": str(Path(source).resolve()) if source is not None else None,
-            "source_checksum": raw.source_checksum,
-            "split_seed": raw.split_seed,
-            "writer": {
-                "image_field": "raw" if raw.image_size <= 64 else opts["write_mode"],
-                **{k: opts[k] for k in ("max_resolution", "jpeg_quality") if raw.image_size > 64},
-                "page_size": opts["page_size"],
-                "ffcv": _ffcv_version(),
-            },
-            "notes": raw.notes,
-            **extra,
-        }
+        manifest = _manifest(raw, splits, source, opts, mean, std, extra)
         tmp = root / f".{MANIFEST_NAME}{tag}"
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         pending.append((tmp, root / MANIFEST_NAME))

@@ -43,6 +43,61 @@ def class_scores(net: nn.Module, images: torch.Tensor, eval_protocol: str) -> to
     return net(images).float()
 
 
+def build_network(cfg: TrainConfig, arch: str, variant: str, num_classes: int, *, seed: int, device: torch.device,
+                  channels_last: bool) -> nn.Module:
+    """The network on its device, seeded so every rank starts from identical weights."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    net = models.build_from_name(arch, variant=variant, num_classes=num_classes,
+                                 stride_in_1x1=cfg.stride_in_1x1, zero_init_residual=cfg.zero_init_residual)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return net.to(device)
+
+
+def build_loaders(cfg: TrainConfig, dataset_path: str, splits: set[str], *, batch_size: int, rank: int,
+                  world_size: int, seed: int, device: torch.device, channels_last: bool):
+    """This worker's shard of the training split, and of each evaluation split (val, test) the data has."""
+    common = {"rank": rank, "world_size": world_size, "seed": seed, "loader": cfg.loader, "batch_size": batch_size,
+              "num_workers": cfg.num_workers, "device": str(device), "channels_last": channels_last}
+    train = pipelines.build_loader(dataset_path, "train", train=True, lighting=cfg.lighting, **common)
+    evaluation = {split: pipelines.build_loader(dataset_path, split, train=False, eval_protocol=cfg.eval_protocol,
+                                                **common)
+                  for split in ("val", "test") if split in splits}
+    return train, evaluation
+
+
+def schedule_length(cfg: TrainConfig, train_loader, device: torch.device) -> tuple[int, int]:
+    """Steps per epoch (the same on every rank: DDP ranks must step together) and in the whole run."""
+    steps = len(train_loader)
+    if cfg.max_train_batches is not None:
+        steps = min(steps, cfg.max_train_batches)
+    steps = int(all_reduce([steps], device, op="min")[0])
+    if steps < 1:
+        raise ValueError(f"the train split gives this worker no batch (batch_size {cfg.batch_size} over the workers)")
+    total = cfg.iterations if cfg.iterations is not None else (cfg.epochs or 1) * steps
+    return steps, int(total)
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, loader, *, eval_protocol: str, num_classes: int, device: torch.device, to_device,
+             autocast) -> tuple[float, float]:
+    """Top-1 and top-5 error (%) of `net` over a loader's batches, summed over every rank's shard."""
+    top1 = top5 = count = 0.0
+    k = min(5, num_classes)
+    for batch in loader:
+        images, labels = to_device(*batch)
+        with autocast():
+            scores = class_scores(net, images, eval_protocol)
+        hits = scores.topk(k, dim=1).indices == labels.unsqueeze(1)
+        top1 += (~hits[:, 0]).sum().item()
+        top5 += (~hits.any(1)).sum().item()
+        count += labels.numel()
+    top1, top5, count = all_reduce([top1, top5, count], device)
+    return 100.0 * top1 / max(count, 1), 100.0 * top5 / max(count, 1)
+
+
 def first_images(loader, max_images: int, device: torch.device) -> torch.Tensor:
     """Up to `max_images` images from a loader (the first view of multi-crop batches), copied."""
     batches, count = [], 0
@@ -74,14 +129,19 @@ class Trainer:
         manifest = pipelines.load_manifest(dataset_path)
         self.num_classes = int(manifest["num_classes"])
 
-        self.net, self.model = self._build_model(wrap_model)
+        self.net = build_network(cfg, arch, variant, self.num_classes, seed=seed, device=self.device,
+                                 channels_last=self.channels_last)
+        self.model = wrap_model(self.net) if wrap_model is not None else self.net  # DDP on several workers
         self.optimizer = self._build_optimizer()
         self.schedule = PresetSchedule(cfg)
         amp = cfg.amp if self.on_gpu else "off"
         self.autocast_dtype = AUTOCAST_DTYPES.get(amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
-        self.train_loader, self.eval_loaders = self._build_loaders(dataset_path, set(manifest["splits"]))
-        self.steps_per_epoch, self.total_iterations = self._count_steps()
+        self.per_worker_batch = max(1, cfg.batch_size // world_size)
+        self.train_loader, self.eval_loaders = build_loaders(
+            cfg, dataset_path, set(manifest["splits"]), batch_size=self.per_worker_batch, rank=rank,
+            world_size=world_size, seed=seed, device=self.device, channels_last=self.channels_last)
+        self.steps_per_epoch, self.total_iterations = schedule_length(cfg, self.train_loader, self.device)
         self.num_epochs = math.ceil(self.total_iterations / self.steps_per_epoch)
 
         self.epoch = 0  # epochs completed
@@ -92,48 +152,10 @@ class Trainer:
         self.first_step_at: float | None = None  # wall clock of this process's first and last step,
         self.last_step_at: float | None = None  # for the fixed-cost figures of benchmarks/overhead.py
 
-    # -- construction -------------------------------------------------------------------
-    def _build_model(self, wrap_model) -> tuple[nn.Module, nn.Module]:
-        """The network, seeded so every rank starts from identical weights, and its (DDP) wrapper."""
-        torch.manual_seed(self.seed)
-        random.seed(self.seed)
-        np.random.seed(self.seed)
-        net = models.build_from_name(
-            self.arch, variant=self.variant, num_classes=self.num_classes,
-            stride_in_1x1=self.cfg.stride_in_1x1, zero_init_residual=self.cfg.zero_init_residual,
-        )
-        if self.channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        net = net.to(self.device)
-        return net, (wrap_model(net) if wrap_model is not None else net)
-
     def _build_optimizer(self) -> torch.optim.SGD:
         cfg = self.cfg
         return torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-
-    def _build_loaders(self, dataset_path: str, splits: set[str]):
-        """This worker's shard of the training split, and the val/test splits the data has."""
-        self.per_worker_batch = max(1, self.cfg.batch_size // self.world_size)
-        common = {"rank": self.rank, "world_size": self.world_size, "seed": self.seed, "loader": self.cfg.loader,
-                  "num_workers": self.cfg.num_workers, "device": str(self.device),
-                  "channels_last": self.channels_last, "batch_size": self.per_worker_batch}
-        train = pipelines.build_loader(dataset_path, "train", train=True, lighting=self.cfg.lighting, **common)
-        evaluation = {split: pipelines.build_loader(dataset_path, split, train=False,
-                                                    eval_protocol=self.cfg.eval_protocol, **common)
-                      for split in ("val", "test") if split in splits}
-        return train, evaluation
-
-    def _count_steps(self) -> tuple[int, int]:
-        """Steps per epoch (the same on every rank: DDP ranks must step together) and in the whole run."""
-        steps = len(self.train_loader)
-        if self.cfg.max_train_batches is not None:
-            steps = min(steps, self.cfg.max_train_batches)
-        steps = int(all_reduce([steps], self.device, op="min")[0])
-        if steps < 1:
-            raise ValueError(f"the train split gives no batch of {self.per_worker_batch} images")
-        total = self.cfg.iterations if self.cfg.iterations is not None else (self.cfg.epochs or 1) * steps
-        return steps, int(total)
 
     # -- state --------------------------------------------------------------------------
     @property
@@ -215,22 +237,11 @@ class Trainer:
         return {m.TRAIN_LOSS: loss_sum / max(seen, 1), m.TRAIN_ERR: 100.0 * wrong / max(seen, 1),
                 m.LR: lr, m.IMAGES_PER_S: seen / max(seconds, 1e-9)}
 
-    @torch.no_grad()
     def evaluate(self, loader) -> tuple[float, float]:
         """Top-1 and top-5 error (%) over the split, summed over every rank's shard."""
         self.model.eval()
-        top1 = top5 = count = 0.0
-        k = min(5, self.num_classes)
-        for batch in loader:
-            images, labels = self._to_device(*batch)
-            with self._autocast():
-                scores = class_scores(self.net, images, self.cfg.eval_protocol)
-            hits = scores.topk(k, dim=1).indices == labels.unsqueeze(1)
-            top1 += (~hits[:, 0]).sum().item()
-            top5 += (~hits.any(1)).sum().item()
-            count += labels.numel()
-        top1, top5, count = all_reduce([top1, top5, count], self.device)
-        return 100.0 * top1 / max(count, 1), 100.0 * top5 / max(count, 1)
+        return evaluate(self.net, loader, eval_protocol=self.cfg.eval_protocol, num_classes=self.num_classes,
+                        device=self.device, to_device=self._to_device, autocast=self._autocast)
 
     def run_epoch(self) -> dict[str, float]:
         """Train one epoch, evaluate val and test, advance the schedule; the epoch's `training.metrics`."""
