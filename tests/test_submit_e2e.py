@@ -20,44 +20,21 @@ from orchestrator import conventions as cv
 
 pytestmark = pytest.mark.slow
 
-GRID = """\
-name: {name}
-dataset:
-  name: digits
-  path: {data}
-grid:
-  - depth: [8]
-    shortcut: {shortcuts}
-    seed: {seeds}
-    loader: [{loader}]
-{extra}train:
-  epochs: 2
-  batch_size: 64
-  max_train_batches: {batches}
-  num_workers: 0
-  eval_protocol: full
-resources:
-  workers_per_cell: {workers}
-  cpus_per_worker: 1
-  max_concurrent_cells: 2
-"""
-
-
 # a second block of the first grid: one cell read through FFCV (its loaders compile with numba)
-FFCV_BLOCK = """\
-  - depth: [8]
-    shortcut: [A]
-    seed: [1]
-    loader: [ffcv]
-"""
+FFCV_BLOCK = {"depth": [8], "shortcut": ["A"], "seed": [1], "loader": ["ffcv"]}
 
 
-def write_grid(folder: Path, name: str, data: Path, *, shortcuts="[plain, A]", seeds="[0]", workers=1,
-               loader="torch", batches=3, extra="") -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(GRID.format(name=name, data=data, shortcuts=shortcuts, seeds=seeds, workers=workers,
-                                loader=loader, batches=batches, extra=extra))
-    return path
+@pytest.fixture(scope="module")
+def write_grid(grid_file, digits_root):
+    """This file's grids: depth 8 read by the torch loader (a `loader` axis, so FFCV_BLOCK can add an FFCV cell),
+    2 epochs of a few batches, two cells at a time."""
+    def write(folder: Path, name: str, *, shortcuts=("plain", "A"), workers=1, epochs=2, batches=3, blocks=()) -> Path:
+        return grid_file(folder / f"{name}.yaml", name=name, data=digits_root, shortcuts=shortcuts,
+                         axes={"loader": ["torch"]}, blocks=blocks,
+                         train={"epochs": epochs, "max_train_batches": batches, "loader": None},
+                         resources={"workers_per_cell": workers, "max_concurrent_cells": 2})
+
+    return write
 
 
 def resnetctl(cwd: Path, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
@@ -77,16 +54,12 @@ def runs_of(workdir: Path, experiment: str):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    import pipelines
-
-    folder = tmp_path_factory.mktemp("submit")
-    pipelines.prepare_dataset("digits", folder / "digits", num_workers=1)
-    return folder
+    return tmp_path_factory.mktemp("submit")
 
 
 @pytest.fixture(scope="module")
-def first_submit(workdir):
-    grid = write_grid(workdir, "tiny", workdir / "digits", extra=FFCV_BLOCK)
+def first_submit(workdir, write_grid):
+    grid = write_grid(workdir, "tiny", blocks=[FFCV_BLOCK])
     proc = resnetctl(workdir, "submit", str(grid))
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
@@ -135,9 +108,9 @@ def test_resubmit_starts_no_training(workdir, first_submit):
     assert sorted(map(key, after)) == sorted(map(key, before))
 
 
-def test_adding_an_axis_value_runs_only_the_new_cells(workdir, first_submit):
+def test_adding_an_axis_value_runs_only_the_new_cells(workdir, first_submit, write_grid):
     client, before = runs_of(workdir, "tiny")
-    grid = write_grid(workdir, "tiny", workdir / "digits", shortcuts="[plain, A, B]", extra=FFCV_BLOCK)
+    grid = write_grid(workdir, "tiny", shortcuts=("plain", "A", "B"), blocks=[FFCV_BLOCK])
     proc = resnetctl(workdir, "submit", str(grid))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "3 already finished, 1 to run" in proc.stderr
@@ -165,12 +138,11 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def test_ddp_cell_logs_once_and_survives_a_killed_worker(workdir):
+def test_ddp_cell_logs_once_and_survives_a_killed_worker(workdir, write_grid):
     """2 gloo workers train one cell; one is SIGKILLed after the first checkpoint, and Ray Train
     restarts the group from that checkpoint: every epoch is reported and logged exactly once."""
     epochs = 8
-    grid = write_grid(workdir, "ddp", workdir / "digits", shortcuts="[A]", workers=2, batches=2)
-    grid.write_text(grid.read_text().replace("epochs: 2", f"epochs: {epochs}"))
+    grid = write_grid(workdir, "ddp", shortcuts=("A",), workers=2, epochs=epochs, batches=2)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     proc = subprocess.Popen([sys.executable, "-c", "from orchestrator.cli import main; main()", "submit", str(grid)],
                             cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
