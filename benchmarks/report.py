@@ -29,7 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from orchestrator import conventions as C  # noqa: E402
+from orchestrator import conventions as cv  # noqa: E402
 from orchestrator.report.records import RunRecord, Selection  # noqa: E402
 from orchestrator.report.render import to_markdown  # noqa: E402
 from orchestrator.report.source import open_reader, select_runs  # noqa: E402
@@ -53,37 +53,37 @@ def build_store(db: Path, runs: int, epochs: int) -> tuple[str, list[str]]:
         depth, shortcut = ARCHS[index % len(ARCHS)]
         seed = index // len(ARCHS)
         arch = f"plain{depth}" if shortcut == "plain" else f"resnet{depth}-{shortcut}"
-        run_id, name = uuid.uuid4().hex, C.run_name(arch, "cifar10", seed)
+        run_id, name = uuid.uuid4().hex, cv.run_name(arch, "cifar10", seed)
         ids.append(run_id)
         start = now + index * 10
         run_rows.append((run_id, name, "UNKNOWN", "", "", "bench", "FINISHED", start, start + 5, "", "active",
                          f"{(db.parent / 'artifacts').as_uri()}/{run_id}/artifacts", experiment_id))
-        tags = {C.TAG_GRID: GRID, C.TAG_CELL_ID: f"{arch}-{seed}", C.TAG_ARCH: arch, C.TAG_DATASET: "cifar10",
-                C.TAG_EVAL_PROTOCOL: C.EVAL_FULL, C.axis_tag("depth"): str(depth),
-                C.axis_tag("shortcut"): shortcut, C.axis_tag("seed"): str(seed), C.TAG_STATUS: C.STATUS_FINISHED,
+        tags = {cv.TAG_GRID: GRID, cv.TAG_CELL_ID: f"{arch}-{seed}", cv.TAG_ARCH: arch, cv.TAG_DATASET: "cifar10",
+                cv.TAG_EVAL_PROTOCOL: cv.EVAL_FULL, cv.axis_tag("depth"): str(depth),
+                cv.axis_tag("shortcut"): shortcut, cv.axis_tag("seed"): str(seed), cv.TAG_STATUS: cv.STATUS_FINISHED,
                 "mlflow.runName": name, "mlflow.user": "bench"}
         tag_rows += [(k, v, run_id) for k, v in tags.items()]
-        params = {C.PARAM_DEPTH: depth, C.PARAM_SHORTCUT: shortcut, C.PARAM_SEED: seed, C.PARAM_DATASET: "cifar10",
-                  C.PARAM_NUM_PARAMS: 270_000 * depth // 20, C.PARAM_MULT_ADDS: 41_000_000 * depth // 20,
+        params = {cv.PARAM_DEPTH: depth, cv.PARAM_SHORTCUT: shortcut, cv.PARAM_SEED: seed, cv.PARAM_DATASET: "cifar10",
+                  cv.PARAM_NUM_PARAMS: 270_000 * depth // 20, cv.PARAM_MULT_ADDS: 41_000_000 * depth // 20,
                   "lr": 0.1, "batch_size": 128, "momentum": 0.9, "weight_decay": 0.0001}
         param_rows += [(k, str(v), run_id) for k, v in params.items()]
         final = (6 + depth / 20 if shortcut == "plain" else 9 - depth / 40) + rng.gauss(0, 0.2)
         latest: dict[str, tuple] = {}
         for epoch in range(1, epochs + 1):  # history rows; latest_metrics keeps the last step of each key
             gap = (epochs - epoch) * 2.0
-            values = {C.M_TRAIN_LOSS: 2.0 / epoch, C.M_TRAIN_ERR: final - 3 + gap, C.M_VAL_ERR: final + 0.3 + gap,
-                      C.M_VAL_TOP5_ERR: 0.5 + gap / 5, C.M_TEST_ERR: final + gap, C.M_TEST_TOP5_ERR: 0.4 + gap / 5,
-                      C.M_LR: 0.1, C.M_IMAGES_PER_S: 2000.0 + rng.random(), C.M_ITERATION: 391.0 * epoch}
+            values = {cv.M_TRAIN_LOSS: 2.0 / epoch, cv.M_TRAIN_ERR: final - 3 + gap, cv.M_VAL_ERR: final + 0.3 + gap,
+                      cv.M_VAL_TOP5_ERR: 0.5 + gap / 5, cv.M_TEST_ERR: final + gap, cv.M_TEST_TOP5_ERR: 0.4 + gap / 5,
+                      cv.M_LR: 0.1, cv.M_IMAGES_PER_S: 2000.0 + rng.random(), cv.M_ITERATION: 391.0 * epoch}
             for key, value in values.items():
                 metric_rows.append((key, value, start + epoch, run_id, epoch, 0))
                 latest[key] = (key, value, start + epoch, epoch, 0, run_id)
-        for key, value in ((C.M_WORKER_HOURS, 0.01 * depth), (C.M_GPU_HOURS, 0.005 * depth)):
+        for key, value in ((cv.M_WORKER_HOURS, 0.01 * depth), (cv.M_GPU_HOURS, 0.005 * depth)):
             latest[key] = (key, value, start + epochs + 1, 0, 0, run_id)
             metric_rows.append((key, value, start + epochs + 1, run_id, 0, 0))
         for layer in range(depth - 2):
             value = (1.0 if shortcut == "plain" else 0.5) + 0.1 * rng.random()
-            metric_rows.append((C.M_LAYER_RESPONSE, value, start + epochs + 1, run_id, layer, 0))
-        latest[C.M_LAYER_RESPONSE] = (C.M_LAYER_RESPONSE, value, start + epochs + 1, depth - 3, 0, run_id)
+            metric_rows.append((cv.M_LAYER_RESPONSE, value, start + epochs + 1, run_id, layer, 0))
+        latest[cv.M_LAYER_RESPONSE] = (cv.M_LAYER_RESPONSE, value, start + epochs + 1, depth - 3, 0, run_id)
         latest_rows += latest.values()
     with sqlite3.connect(db) as conn:
         conn.executemany(
@@ -107,15 +107,15 @@ def verify_through_mlflow(uri: str, ids: list[str], runs: int, epochs: int) -> N
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(GRID)
-    found = client.search_runs([experiment.experiment_id], f"tags.`{C.TAG_GRID}` = '{GRID}'", max_results=50_000)
+    found = client.search_runs([experiment.experiment_id], f"tags.`{cv.TAG_GRID}` = '{GRID}'", max_results=50_000)
     assert len(found) == runs, len(found)
     run = client.get_run(ids[7])
-    assert run.info.status == "FINISHED" and run.data.tags[C.TAG_STATUS] == C.STATUS_FINISHED
-    assert run.data.params[C.PARAM_DEPTH] == str(ARCHS[7][0])
-    history = client.get_metric_history(ids[7], C.M_TEST_ERR)
+    assert run.info.status == "FINISHED" and run.data.tags[cv.TAG_STATUS] == cv.STATUS_FINISHED
+    assert run.data.params[cv.PARAM_DEPTH] == str(ARCHS[7][0])
+    history = client.get_metric_history(ids[7], cv.M_TEST_ERR)
     assert [m.step for m in history] == list(range(1, epochs + 1))
-    assert history[-1].value == run.data.metrics[C.M_TEST_ERR]
-    assert len(client.get_metric_history(ids[7], C.M_LAYER_RESPONSE)) == ARCHS[7][0] - 2
+    assert history[-1].value == run.data.metrics[cv.M_TEST_ERR]
+    assert len(client.get_metric_history(ids[7], cv.M_LAYER_RESPONSE)) == ARCHS[7][0] - 2
     mlflow.set_tracking_uri(uri)
     assert len(mlflow.search_runs([experiment.experiment_id])) == runs
     print("verified: search_runs, get_run, get_metric_history read the bulk-inserted store back")
@@ -143,7 +143,7 @@ def report_search_runs(uri: str) -> str:
 
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name(GRID)
-    frame = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.`{C.TAG_GRID}` = '{GRID}'",
+    frame = mlflow.search_runs([experiment.experiment_id], filter_string=f"tags.`{cv.TAG_GRID}` = '{GRID}'",
                                max_results=50_000)
     records = []
     for row in frame.to_dict("records"):

@@ -151,7 +151,7 @@ class FFCVImageLoader:
             str(spec.path),
             batch_size=spec.batch_size,
             num_workers=spec.num_workers,
-            order=_ShardOrder(spec),
+            order=_shard_order(spec),
             seed=spec.seed,
             drop_last=spec.drop_last,
             pipelines={"image": image_pipe, "label": label_pipe},
@@ -211,7 +211,7 @@ def _shard_order_class():
     return ShardOrder
 
 
-def _ShardOrder(spec: LoaderSpec):
+def _shard_order(spec: LoaderSpec):
     return _shard_order_class()(spec)
 
 
@@ -341,8 +341,7 @@ class TorchImageLoader:
         self._next_epoch = epoch
 
     def __len__(self) -> int:
-        self.current_epoch = self._next_epoch
-        return len(self._batches)
+        return len(self._batches)  # every epoch's shard has the same size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.current_epoch = self._next_epoch

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
-from orchestrator import conventions as C
+from orchestrator import conventions as cv
 from orchestrator.report.records import Histories, RunRecord, StoreReader
 from orchestrator.report.tables import latest_finished
 
-HISTORY_KEYS = (C.M_TRAIN_ERR, C.M_VAL_ERR, C.M_TEST_ERR, C.M_ITERATION, C.M_LAYER_RESPONSE)
+HISTORY_KEYS = (cv.M_TRAIN_ERR, cv.M_VAL_ERR, cv.M_TEST_ERR, cv.M_ITERATION, cv.M_LAYER_RESPONSE)
 _FIGURE_NAMES = {"cifar10": "fig6", "imagenet": "fig4"}
 
 
@@ -31,9 +31,9 @@ def mean_series(runs: Sequence[RunRecord], histories: Histories, key: str) -> li
 
 def _eval_metric(dataset: str, runs: Sequence[RunRecord], histories: Histories) -> str:
     """ImageNet curves use the validation error (Fig. 4), CIFAR's the test error (Fig. 6)."""
-    if dataset != "imagenet" and any(histories.get(r.run_id, {}).get(C.M_TEST_ERR) for r in runs):
-        return C.M_TEST_ERR
-    return C.M_VAL_ERR
+    if dataset != "imagenet" and any(histories.get(r.run_id, {}).get(cv.M_TEST_ERR) for r in runs):
+        return cv.M_TEST_ERR
+    return cv.M_VAL_ERR
 
 
 def _depth_order(arch_runs: dict[str, list[RunRecord]]) -> list[str]:
@@ -54,9 +54,9 @@ def training_curves(dataset: str, runs: Sequence[RunRecord], histories: Historie
         arch_runs = groups[residual]
         for index, arch in enumerate(_depth_order(arch_runs)):
             members = arch_runs[arch]
-            iterations = dict(mean_series(members, histories, C.M_ITERATION))
+            iterations = dict(mean_series(members, histories, cv.M_ITERATION))
             color = f"C{index % 10}"
-            for key, style in ((C.M_TRAIN_ERR, "--"), (eval_key, "-")):
+            for key, style in ((cv.M_TRAIN_ERR, "--"), (eval_key, "-")):
                 series = mean_series(members, histories, key)
                 if not series:
                     continue
@@ -64,7 +64,7 @@ def training_curves(dataset: str, runs: Sequence[RunRecord], histories: Historie
                 ax.plot(xs, [v for _, v in series], linestyle=style, color=color,
                         linewidth=1.0 if style == "--" else 1.8, label=f"{arch} {key}")
         ax.set_title(("ResNet" if residual else "plain") + f" ({dataset})")
-        ax.set_xlabel("iteration" if any(mean_series(m, histories, C.M_ITERATION) for m in arch_runs.values())
+        ax.set_xlabel("iteration" if any(mean_series(m, histories, cv.M_ITERATION) for m in arch_runs.values())
                       else "epoch")
         ax.grid(alpha=0.3)
         if arch_runs:
@@ -81,11 +81,11 @@ def layer_responses(dataset: str, runs: Sequence[RunRecord], histories: Historie
     top, bottom = fig.subplots(2, 1)
     arch_runs: dict[str, list[RunRecord]] = defaultdict(list)
     for run in runs:
-        if histories.get(run.run_id, {}).get(C.M_LAYER_RESPONSE):
+        if histories.get(run.run_id, {}).get(cv.M_LAYER_RESPONSE):
             arch_runs[run.arch].append(run)
     for index, arch in enumerate(sorted(arch_runs, key=lambda a: (arch_runs[a][0].shortcut != "plain",
                                                                   arch_runs[a][0].depth or 0))):
-        series = mean_series(arch_runs[arch], histories, C.M_LAYER_RESPONSE)
+        series = mean_series(arch_runs[arch], histories, cv.M_LAYER_RESPONSE)
         style = "--" if arch.startswith("plain") else "-"
         top.plot([s + 1 for s, _ in series], [v for _, v in series], style, color=f"C{index % 10}", label=arch)
         ordered = sorted((v for _, v in series), reverse=True)
@@ -111,9 +111,9 @@ def build_figures(runs: Sequence[RunRecord], reader: StoreReader) -> dict[str, F
     figures: dict[str, Figure] = {}
     for dataset, members in sorted(by_dataset.items()):
         prefix = _FIGURE_NAMES.get(dataset, "curves")
-        if any(histories.get(r.run_id, {}).get(C.M_TRAIN_ERR) for r in members):
+        if any(histories.get(r.run_id, {}).get(cv.M_TRAIN_ERR) for r in members):
             figures[f"{prefix}_{dataset}_curves"] = training_curves(dataset, members, histories)
-        if any(histories.get(r.run_id, {}).get(C.M_LAYER_RESPONSE) for r in members):
+        if any(histories.get(r.run_id, {}).get(cv.M_LAYER_RESPONSE) for r in members):
             figures[f"fig7_{dataset}_layer_responses"] = layer_responses(dataset, members, histories)
     return figures
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator import conventions as C
+from orchestrator import conventions as cv
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,12 @@ TABLE4: tuple[ImageNetRow, ...] = (
     ImageNetRow("ResNet-152", "resnet152-B", 19.38, 4.49),
 )
 TABLE4_PROTOCOL = "ImageNet validation, single model, fully-convolutional multi-scale testing (Sec. 3.4)"
-TABLE4_EVAL_PROTOCOL = C.EVAL_MULTISCALE  # the eval-protocol tag our runs must carry to be compared with Table 4
+TABLE4_EVAL_PROTOCOL = cv.EVAL_MULTISCALE  # the eval-protocol tag our runs must carry to be compared with Table 4
 
 # How our runs were evaluated, by their eval-protocol tag, for the protocol line of every table.
-EVAL_PROTOCOLS: dict[str, str] = {
-    C.EVAL_CENTER: "single centre crop",
-    C.EVAL_10CROP: "10-crop testing",
-    C.EVAL_FULL: "full image (no crop)",
-    C.EVAL_MULTISCALE: "fully-convolutional multi-scale testing",
+EVAL_PROTOCOL_WORDS: dict[str, str] = {
+    cv.EVAL_CENTER: "single centre crop",
+    cv.EVAL_10CROP: "10-crop testing",
+    cv.EVAL_FULL: "full image (no crop)",
+    cv.EVAL_MULTISCALE: "fully-convolutional multi-scale testing",
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from orchestrator import conventions as C
+from orchestrator import conventions as cv
 from orchestrator.report.query_sql import assemble_histories, newer
 from orchestrator.report.records import Histories, ReportError, RunRecord
 
@@ -58,8 +58,8 @@ class ClientReader:
         counts: dict[str, int] = {}
         ids = list(self._experiments.values())
         for start in range(0, len(ids), 100):  # the server caps experiment ids per search
-            for run in self._search(ids[start:start + 100], f"tags.`{C.TAG_GRID}` LIKE '%'"):
-                grid = run.data.tags.get(C.TAG_GRID)
+            for run in self._search(ids[start:start + 100], f"tags.`{cv.TAG_GRID}` LIKE '%'"):
+                grid = run.data.tags.get(cv.TAG_GRID)
                 counts[grid] = counts.get(grid, 0) + 1
         return counts
 

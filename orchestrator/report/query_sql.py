@@ -16,7 +16,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import column, table
 
-from orchestrator import conventions as C
+from orchestrator import conventions as cv
 from orchestrator.report.records import Histories, ReportError, RunRecord
 from orchestrator.report.schema import check_revision, has_workspaces
 
@@ -80,7 +80,7 @@ class SqlReader:
         query = (
             sa.select(tags.c.value, sa.func.count())
             .select_from(tags.join(runs, tags.c.run_uuid == runs.c.run_uuid))
-            .where(tags.c.key == C.TAG_GRID, runs.c.lifecycle_stage == "active",
+            .where(tags.c.key == cv.TAG_GRID, runs.c.lifecycle_stage == "active",
                    runs.c.experiment_id.in_(active))
             .group_by(tags.c.value)
         )

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from orchestrator import conventions as C
+from orchestrator import conventions as cv
 from resnetctl.errors import UserError
 
 # metric histories: run_id -> metric key -> [(step, value), ...] sorted by step
@@ -40,43 +40,43 @@ class RunRecord:
 
     @property
     def grid(self) -> str | None:
-        return self.tags.get(C.TAG_GRID)
+        return self.tags.get(cv.TAG_GRID)
 
     @property
     def arch(self) -> str:
-        return self.tags.get(C.TAG_ARCH, self.name)
+        return self.tags.get(cv.TAG_ARCH, self.name)
 
     @property
     def dataset(self) -> str | None:
-        return self.tags.get(C.TAG_DATASET) or self.params.get(C.PARAM_DATASET)
+        return self.tags.get(cv.TAG_DATASET) or self.params.get(cv.PARAM_DATASET)
 
     @property
     def eval_protocol(self) -> str | None:
-        return self.tags.get(C.TAG_EVAL_PROTOCOL)
+        return self.tags.get(cv.TAG_EVAL_PROTOCOL)
 
     @property
     def shortcut(self) -> str | None:
-        return self.params.get(C.PARAM_SHORTCUT) or self.axis(C.PARAM_SHORTCUT)
+        return self.params.get(cv.PARAM_SHORTCUT) or self.axis(cv.PARAM_SHORTCUT)
 
     @property
     def depth(self) -> int | None:
-        return _as_int(self.params.get(C.PARAM_DEPTH) or self.axis(C.PARAM_DEPTH))
+        return _as_int(self.params.get(cv.PARAM_DEPTH) or self.axis(cv.PARAM_DEPTH))
 
     @property
     def seed(self) -> int | None:
-        return _as_int(self.params.get(C.PARAM_SEED) or self.axis(C.PARAM_SEED))
+        return _as_int(self.params.get(cv.PARAM_SEED) or self.axis(cv.PARAM_SEED))
 
     @property
     def cell_id(self) -> str:
-        return self.tags.get(C.TAG_CELL_ID, self.run_id)
+        return self.tags.get(cv.TAG_CELL_ID, self.run_id)
 
     @property
     def finished(self) -> bool:
         """The writer marks a cell finished only once its final metrics and model are logged."""
-        return self.tags.get(C.TAG_STATUS) == C.STATUS_FINISHED
+        return self.tags.get(cv.TAG_STATUS) == cv.STATUS_FINISHED
 
     def axis(self, name: str) -> str | None:
-        return self.tags.get(C.axis_tag(name))
+        return self.tags.get(cv.axis_tag(name))
 
     def value(self, name: str) -> str | None:
         """A grid axis by name: its axis tag, else the param, else a derived attribute."""

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator import conventions as C
+from orchestrator import conventions as cv
 from orchestrator.report import paper
 from orchestrator.report.records import RunRecord, Selection
 
@@ -96,7 +96,7 @@ def _format_count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}K"
 
 
-class _Grid:
+class RunIndex:
     """Indexes a selection once: finished runs and planned cells by (dataset, protocol, arch)."""
 
     def __init__(self, selection: Selection):
@@ -130,10 +130,10 @@ class _Grid:
 
 
 def _failed(run: RunRecord) -> bool:
-    return run.status in ("FAILED", "KILLED") or run.tags.get(C.TAG_STATUS) == C.STATUS_FAILED
+    return run.status in ("FAILED", "KILLED") or run.tags.get(cv.TAG_STATUS) == cv.STATUS_FAILED
 
 
-def _account(table: Table, grid: _Grid, dataset: str, protocol: str | None, archs: Sequence[str]) -> None:
+def _account(table: Table, grid: RunIndex, dataset: str, protocol: str | None, archs: Sequence[str]) -> None:
     """Missing-cell count, not-run note and compute totals of a paper table."""
     used, missing_by_arch, not_run = [], {}, []
     for arch in archs:
@@ -152,16 +152,16 @@ def _account(table: Table, grid: _Grid, dataset: str, protocol: str | None, arch
         table.notes.append(f"missing: {table.missing} planned cell(s) without a finished run: {listed}")
     if not_run:
         table.notes.append(f"not in this grid: {', '.join(not_run)}")
-    table.worker_hours = _hours(used, C.M_WORKER_HOURS)
-    table.gpu_hours = _hours(used, C.M_GPU_HOURS)
+    table.worker_hours = _hours(used, cv.M_WORKER_HOURS)
+    table.gpu_hours = _hours(used, cv.M_GPU_HOURS)
 
 
 def _ours(dataset: str, protocol: str | None, metric: str) -> str:
-    how = paper.EVAL_PROTOCOLS.get(protocol or "", protocol or "eval protocol not tagged")
+    how = paper.EVAL_PROTOCOL_WORDS.get(protocol or "", protocol or "eval protocol not tagged")
     return f"ours: {dataset} {metric} at the last epoch, {how}"
 
 
-def table6(grid: _Grid) -> Table | None:
+def table6(grid: RunIndex) -> Table | None:
     dataset = "cifar10"
     if not any(d == dataset for d, _, _ in grid.planned):
         return None
@@ -172,7 +172,7 @@ def table6(grid: _Grid) -> Table | None:
     protocols = sorted({p for d, p, _ in grid.planned if d == dataset and p}) or [None]
     table = Table(
         "table6", "Table 6: CIFAR-10 test error (%)",
-        f"{_ours(dataset, '/'.join(p or '' for p in protocols) or None, C.M_TEST_ERR)}; "
+        f"{_ours(dataset, '/'.join(p or '' for p in protocols) or None, cv.M_TEST_ERR)}; "
         f"paper: {paper.TABLE6_PROTOCOL}",
         ("layers", "params", "params (paper)", "plain err", "plain err (paper)", "ResNet err",
          "ResNet err (paper)", "Δ ResNet", "runs", "worker-h", "GPU-h"),
@@ -185,27 +185,27 @@ def table6(grid: _Grid) -> Table | None:
         planned = sum(len(grid.planned_cells(dataset, None, a)) for a in (plain_arch, res_arch))
         ref = by_depth.get(depth)
         counted = res_runs or plain_runs
-        params = _format_count(int(counted[0].params[C.PARAM_NUM_PARAMS])) if counted and \
-            C.PARAM_NUM_PARAMS in counted[0].params else EMPTY
-        ours_res = stat(res_runs, C.M_TEST_ERR)
+        params = _format_count(int(counted[0].params[cv.PARAM_NUM_PARAMS])) if counted and \
+            cv.PARAM_NUM_PARAMS in counted[0].params else EMPTY
+        ours_res = stat(res_runs, cv.M_TEST_ERR)
         table.rows.append((
-            depth, params, ref.params if ref else EMPTY, stat(plain_runs, C.M_TEST_ERR), EMPTY, ours_res,
+            depth, params, ref.params if ref else EMPTY, stat(plain_runs, cv.M_TEST_ERR), EMPTY, ours_res,
             ref.resnet if ref else EMPTY, delta(ours_res, ref.resnet.best if ref else None),
             f"{len(plain_runs) + len(res_runs)}/{planned}" if planned else EMPTY,
-            Hours(_hours(plain_runs + res_runs, C.M_WORKER_HOURS)),
-            Hours(_hours(plain_runs + res_runs, C.M_GPU_HOURS)),
+            Hours(_hours(plain_runs + res_runs, cv.M_WORKER_HOURS)),
+            Hours(_hours(plain_runs + res_runs, cv.M_GPU_HOURS)),
         ))
     _account(table, grid, dataset, None, archs)
     return table
 
 
-def _imagenet_table(grid: _Grid, key: str, title: str, rows: Sequence[paper.ImageNetRow], protocol: str,
+def _imagenet_table(grid: RunIndex, key: str, title: str, rows: Sequence[paper.ImageNetRow], protocol: str,
                     paper_protocol: str, with_top5: bool) -> Table | None:
     dataset = "imagenet"
     if not any(grid.is_planned(dataset, protocol, row.arch) for row in rows):
         return None
     how = _ours(dataset, protocol, "val_err" + (" / val_top5_err" if with_top5 else ""))
-    if protocol != (paper.TABLE4_EVAL_PROTOCOL if key.startswith("table4") else C.EVAL_10CROP):
+    if protocol != (paper.TABLE4_EVAL_PROTOCOL if key.startswith("table4") else cv.EVAL_10CROP):
         how += " (not the paper's protocol)"
     columns = ("model", "top-1 err", "top-1 (paper)", "Δ top-1")
     if with_top5:
@@ -214,20 +214,20 @@ def _imagenet_table(grid: _Grid, key: str, title: str, rows: Sequence[paper.Imag
                   columns + ("runs", "worker-h", "GPU-h"))
     for row in rows:
         runs = grid.get(dataset, protocol, row.arch)
-        top1 = stat(runs, C.M_VAL_ERR)
+        top1 = stat(runs, cv.M_VAL_ERR)
         values: tuple[Any, ...] = (row.label, top1, row.top1, delta(top1, row.top1))
         if with_top5:
-            top5 = stat(runs, C.M_VAL_TOP5_ERR)
+            top5 = stat(runs, cv.M_VAL_TOP5_ERR)
             values += (top5, row.top5, delta(top5, row.top5))
         planned = len(grid.planned_cells(dataset, protocol, row.arch))
-        values += (f"{len(runs)}/{planned}" if planned else EMPTY, Hours(_hours(runs, C.M_WORKER_HOURS)),
-                   Hours(_hours(runs, C.M_GPU_HOURS)))
+        values += (f"{len(runs)}/{planned}" if planned else EMPTY, Hours(_hours(runs, cv.M_WORKER_HOURS)),
+                   Hours(_hours(runs, cv.M_GPU_HOURS)))
         table.rows.append(values)
     _account(table, grid, dataset, protocol, [row.arch for row in rows])
     return table
 
 
-def imagenet_tables(grid: _Grid) -> list[Table]:
+def imagenet_tables(grid: RunIndex) -> list[Table]:
     tables = []
     for protocol in grid.protocols("imagenet"):
         if protocol == paper.TABLE4_EVAL_PROTOCOL:
@@ -255,7 +255,7 @@ def _sort_key(value: str | None) -> tuple:
         return (1, 0, value)
 
 
-def pivot(grid: _Grid, rows: str, cols: str, metric: str) -> Table:
+def pivot(grid: RunIndex, rows: str, cols: str, metric: str) -> Table:
     """Any metric of any grid by two axes; everything else (seeds, ...) is aggregated as best (mean+-std)."""
     cells: dict[tuple, list[RunRecord]] = defaultdict(list)
     planned: dict[tuple, set[str]] = defaultdict(set)  # cell ids
@@ -273,12 +273,12 @@ def pivot(grid: _Grid, rows: str, cols: str, metric: str) -> Table:
     if table.missing:
         table.notes.append(f"missing: {table.missing} planned cell(s) without a finished run")
     table.notes.append("each cell: best (mean±std) over the runs sharing its row and column")
-    table.worker_hours = _hours(grid.done, C.M_WORKER_HOURS)
-    table.gpu_hours = _hours(grid.done, C.M_GPU_HOURS)
+    table.worker_hours = _hours(grid.done, cv.M_WORKER_HOURS)
+    table.gpu_hours = _hours(grid.done, cv.M_GPU_HOURS)
     return table
 
 
-def cells_table(grid: _Grid) -> Table:
+def cells_table(grid: RunIndex) -> Table:
     """Every run of the grid, finished or not: its final errors and the compute it used."""
     table = Table("cells", "Cells: final errors and compute per run", "ours: last logged value of each metric",
                   ("run", "arch", "dataset", "seed", "status", "test err", "val err", "worker-h", "GPU-h", "model"))
@@ -287,11 +287,11 @@ def cells_table(grid: _Grid) -> Table:
     kept = {r.run_id for r in grid.done}
     for r in order:
         status = ("finished" if r.run_id in kept else "superseded") if r.finished else r.status
-        table.rows.append((r.name, r.arch, r.dataset, r.seed, status, r.metric(C.M_TEST_ERR), r.metric(C.M_VAL_ERR),
-                           Hours(r.metric(C.M_WORKER_HOURS) or 0.0), Hours(r.metric(C.M_GPU_HOURS) or 0.0),
+        table.rows.append((r.name, r.arch, r.dataset, r.seed, status, r.metric(cv.M_TEST_ERR), r.metric(cv.M_VAL_ERR),
+                           Hours(r.metric(cv.M_WORKER_HOURS) or 0.0), Hours(r.metric(cv.M_GPU_HOURS) or 0.0),
                            ", ".join(r.model_versions) or EMPTY))
-    table.worker_hours = _hours(grid.runs, C.M_WORKER_HOURS)
-    table.gpu_hours = _hours(grid.runs, C.M_GPU_HOURS)
+    table.worker_hours = _hours(grid.runs, cv.M_WORKER_HOURS)
+    table.gpu_hours = _hours(grid.runs, cv.M_GPU_HOURS)
     counts = f"{len(grid.done)} finished"
     if len(kept) < sum(r.finished for r in grid.runs):
         counts += f", {sum(r.finished for r in grid.runs) - len(kept)} superseded by a rerun of the same cell"
@@ -306,12 +306,12 @@ def cells_table(grid: _Grid) -> Table:
 def build_tables(selection: Selection, *, rows: str | None = None, cols: str | None = None,
                  metric: str | None = None) -> list[Table]:
     """Every table that applies to the selection, paper tables first, then the pivot and the cells."""
-    grid = _Grid(selection)
+    grid = RunIndex(selection)
     tables = [t for t in [table6(grid)] if t] + imagenet_tables(grid)
     if rows or cols or not tables:
         if metric is None:
-            metric = C.M_TEST_ERR if any(r.metric(C.M_TEST_ERR) is not None for r in grid.done) else C.M_VAL_ERR
-        tables.append(pivot(grid, rows or C.PARAM_DEPTH, cols or C.PARAM_SHORTCUT, metric))
+            metric = cv.M_TEST_ERR if any(r.metric(cv.M_TEST_ERR) is not None for r in grid.done) else cv.M_VAL_ERR
+        tables.append(pivot(grid, rows or cv.PARAM_DEPTH, cols or cv.PARAM_SHORTCUT, metric))
     tables.append(cells_table(grid))
     return tables
 
