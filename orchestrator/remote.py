@@ -27,6 +27,7 @@ import yaml
 
 from orchestrator import conventions as cv
 from resnetctl.errors import UserError
+from resnetctl.redaction import redact_uri
 
 CHECK_TIMEOUT_S = 8.0  # per check; a loaded head can take a few seconds to answer
 AGENT_PATIENCE_S = 60.0  # a head that just started may need this long before its job agent accepts jobs
@@ -228,15 +229,6 @@ def build_job(grid_path: Path, spec: Any, cells: list, *, tracking_uri: str, res
                   META_TRACKING: redact_uri(tracking_uri)},
         grid_yaml=grid_yaml,
     )
-
-
-def redact_uri(uri: str) -> str:
-    """The URI with its password replaced by ***, for printing and for the job's metadata."""
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.password:
-        netloc = f"{parsed.username}:***@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
-        return parsed._replace(netloc=netloc).geturl()
-    return uri
 
 
 def submit_to_cluster(grid_path: Path, spec: Any, cells: list, *, address: str, detach: bool, restart: bool,

@@ -7,11 +7,11 @@ import sys
 
 import click
 
-DATASET_CHOICES = ("cifar10", "cifar100", "imagenet", "digits")
+from pipelines.catalog import DATASETS
 
 
 @click.command("prepare")
-@click.argument("dataset", type=click.Choice(DATASET_CHOICES))
+@click.argument("dataset", type=click.Choice(DATASETS))
 @click.option("--root", required=True, type=click.Path(file_okay=False), help="Folder to write the prepared data to.")
 @click.option(
     "--source", type=click.Path(), default=None,
@@ -19,10 +19,16 @@ DATASET_CHOICES = ("cifar10", "cifar100", "imagenet", "digits")
     "with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG. Not needed for digits.",
 )
 @click.option("--download", is_flag=True, help="CIFAR only: fetch the archive with torchvision (needs a network).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/val split.")
-@click.option("--val-size", type=click.IntRange(1), default=None,
-              help="CIFAR: training images held out for validation (default 5000, the paper's 45k/5k).")
-@click.option("--max-resolution", type=int, default=None, help="ImageNet: longest stored side (default 256).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the train/val split (CIFAR) and of the mean image's sample (ImageNet).")
+@click.option("--val-size", type=click.IntRange(0), default=None,
+              help="CIFAR: training images held out for validation (default 5000, the paper's 45k/5k); "
+              "a trainval split holds all of them. 0: no val split.")
+@click.option("--shorter-side", type=click.IntRange(1), default=None,
+              help="ImageNet: shorter side of the stored images; larger ones are shrunk to it, none is enlarged "
+              "(default 480, the largest training scale).")
+@click.option("--mean-sample", type=click.IntRange(1), default=None,
+              help="ImageNet: training images averaged into the per-pixel mean image (default 10000).")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None, help="ImageNet: JPEG quality (default 90).")
 @click.option(
     "--write-mode", type=click.Choice(["jpg", "raw", "smart", "proportion"]), default=None,
@@ -32,8 +38,8 @@ DATASET_CHOICES = ("cifar10", "cifar100", "imagenet", "digits")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def prepare_command(
     dataset: str, root: str, source: str | None, download: bool, seed: int, val_size: int | None,
-    max_resolution: int | None,
-    jpeg_quality: int | None, write_mode: str | None, workers: int | None, as_json: bool,
+    shorter_side: int | None, mean_sample: int | None, jpeg_quality: int | None, write_mode: str | None,
+    workers: int | None, as_json: bool,
 ) -> None:
     """Write DATASET's splits as FFCV .beton files and a manifest.json into --root.
 
@@ -44,7 +50,7 @@ def prepare_command(
     options = {
         key: value
         for key, value in (
-            ("max_resolution", max_resolution), ("jpeg_quality", jpeg_quality),
+            ("shorter_side", shorter_side), ("mean_sample", mean_sample), ("jpeg_quality", jpeg_quality),
             ("write_mode", write_mode), ("num_workers", workers), ("val_size", val_size),
         )
         if value is not None

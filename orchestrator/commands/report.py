@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from orchestrator.commands.ui import DEFAULT_STORE
+from orchestrator.report.render import FORMATS
 
-FORMATS = ("md", "csv", "latex", "html", "json")
 _SUFFIX = {"md": "md", "latex": "tex", "html": "html", "json": "json"}
 
 

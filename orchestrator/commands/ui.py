@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from resnetctl.errors import UserError
+from resnetctl.redaction import redact_uri
 
 DEFAULT_STORE = "sqlite:///mlflow.db"
 
@@ -60,7 +61,7 @@ def ui_command(backend_store_uri: str, host: str, port: int, allowed_hosts: tupl
                              allowed_hosts=allowed_hosts_for(host, allowed_hosts), auth=auth)
 
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        click.echo(f"MLflow UI on http://{shown}:{port} (store {_redact(backend_store_uri)}); Ctrl-C stops it",
+        click.echo(f"MLflow UI on http://{shown}:{port} (store {redact_uri(backend_store_uri)}); Ctrl-C stops it",
                    err=True)
         signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: the server first, then our temp dir
         proc = subprocess.Popen(cmd, env=env)
@@ -74,13 +75,3 @@ def ui_command(backend_store_uri: str, host: str, port: int, allowed_hosts: tupl
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
-
-
-def _redact(uri: str) -> str:
-    """The URI without its password, for printing."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(uri).render_as_string(hide_password=True)
-    except Exception:  # not a SQLAlchemy URL: nothing to hide
-        return uri

@@ -12,13 +12,14 @@ import html
 import io
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 from orchestrator.report.paper import PaperStat
 from orchestrator.report.records import Selection
 from orchestrator.report.tables import Delta, Hours, Stat, Table
 
-FORMATS = ("md", "csv", "latex", "html", "json")
+ReportFormat = Literal["md", "csv", "latex", "html", "json"]
+FORMATS: tuple[str, ...] = get_args(ReportFormat)
 EMPTY_MARK = {"md": "–", "csv": "", "latex": "--", "html": "–"}
 PM = {"md": "±", "csv": "±", "latex": r"$\pm$", "html": "±"}
 
