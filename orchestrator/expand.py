@@ -87,6 +87,11 @@ def resolve_train(dataset: str, depth: int, overrides: dict[str, Any]) -> tuple[
         values.get("warmup_iterations") or values.get("warmup_until_train_err") is not None
     ):
         problems.append(("warmup_lr", "a warm-up needs warmup_iterations or warmup_until_train_err"))
+    elif values.get("warmup_lr") is not None and values.get("warmup_until_train_err") == 0 and not (
+        values.get("warmup_iterations")
+    ):
+        problems.append(("warmup_until_train_err", "0 is never reached: the warm-up would not end without "
+                                                   "warmup_iterations as a cap"))
     return values, problems
 
 

@@ -86,7 +86,7 @@ def test_cifar_preset_and_warmup(tmp_path):
         assert (train.batch_size, train.lr, train.momentum, train.weight_decay) == (128, 0.1, 0.9, 1e-4)
         assert train.iterations == 64_000 and train.epochs is None and train.lr_milestones == (32_000, 48_000)
     assert r20.warmup_lr is None and r20.warmup_iterations == 0
-    assert (r110.warmup_lr, r110.warmup_iterations, r110.warmup_until_train_err) == (0.01, 400, 80.0)
+    assert (r110.warmup_lr, r110.warmup_iterations, r110.warmup_until_train_err) == (0.01, 2000, 80.0)
     assert cells["plain110-cifar10-s0"].train.warmup_lr == 0.01
 
 

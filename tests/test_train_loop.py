@@ -38,18 +38,7 @@ def test_milestones_in_epochs_follow_the_epoch():
     assert s.lr(0, 60) == pytest.approx(0.001)
 
 
-def test_warmup_ends_at_the_error_threshold_or_the_iteration_cap():
-    cfg = TrainConfig(batch_size=128, lr=0.1, iterations=1000, warmup_lr=0.01, warmup_iterations=400,
-                      warmup_until_train_err=80.0)
-    s = PresetSchedule(cfg)
-    assert s.lr(0, 0) == pytest.approx(0.01)
-    s.observe_train_err(85.0)
-    assert s.lr(10, 0) == pytest.approx(0.01)
-    s.observe_train_err(79.0)
-    assert s.lr(11, 0) == pytest.approx(0.1)
-    capped = PresetSchedule(cfg)
-    assert capped.lr(399, 0) == pytest.approx(0.01)
-    assert capped.lr(400, 0) == pytest.approx(0.1)
+# the warm-up's error rule and cap: tests/test_warmup.py
 
 
 def test_plateau_divides_after_patience_and_survives_a_state_round_trip():

@@ -20,6 +20,7 @@ AMP_MODES: tuple[str, ...] = get_args(AmpMode)
 
 MAX_COUNT = 100_000_000  # iterations, milestones and other counters: only refuses absurd numbers
 Milestone = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+WARMUP_WINDOW = 50  # iterations whose training error the warm-up's rule reads (training/schedule.py: why 50)
 
 
 class TrainConfig(BaseModel):
@@ -50,9 +51,12 @@ class TrainConfig(BaseModel):
     plateau_patience: int = Field(5, ge=1, le=10_000, description="epochs without improvement that count as a plateau")
     warmup_lr: float | None = Field(None, gt=0, le=100, description=(
         "train at this rate first (paper: 0.01 for ResNet-110 and deeper); null turns the warm-up off"))
-    warmup_iterations: int = Field(0, ge=0, le=MAX_COUNT, description="longest warm-up, in optimiser steps")
+    warmup_iterations: int = Field(0, ge=0, le=MAX_COUNT, description=(
+        "safety cap: the warm-up ends after this many optimiser steps if the error rule has not ended it "
+        "(0: no cap); without warmup_until_train_err, a warm-up of this fixed length"))
     warmup_until_train_err: float | None = Field(None, ge=0, le=100, description=(
-        "end the warm-up once the running training error (%) is below this (paper: 80)"))
+        f"end the warm-up once the training error (%) of the last {WARMUP_WINDOW} iterations, over all workers, "
+        "is below this (paper: 80); every worker switches on the same iteration"))
     amp: AmpMode = Field("off", description="mixed precision on GPUs: off, bf16 or fp16")
     channels_last: bool = Field(False, description="channels-last memory format on GPUs")
     loader: LoaderName = Field("ffcv", description="ffcv (compiled, fast) or torch (a DataLoader over the same files)")

@@ -214,6 +214,22 @@ class Trainer:
         self.first_step_at = self.first_step_at or self.last_step_at
         return lr, loss, logits
 
+    def _watch_warmup(self, wrong: torch.Tensor, seen: int) -> None:
+        """While the warm-up's error rule decides: count the batch on the device; check every few steps."""
+        if self.schedule.watching_error and self.schedule.count_batch(wrong, seen):
+            self._check_warmup()
+
+    def _check_warmup(self) -> None:
+        """Every rank at once: sum the counts since the last check over the ranks; the schedule decides.
+
+        All ranks call this on the same steps (they step together), so the all-reduce pairs up and
+        every rank ends the warm-up on the same iteration.
+        """
+        counts, steps = self.schedule.take_block()
+        if steps and self.schedule.watching_error:
+            wrong, seen = all_reduce(counts, self.device)
+            self.schedule.observe_warmup(wrong, seen, steps, iteration=self.iteration)
+
     def train_epoch(self) -> dict[str, float]:
         """One pass over this worker's shard (capped by `max_train_batches` and the iteration budget)."""
         self.model.train()
@@ -228,10 +244,12 @@ class Trainer:
             lr, loss, logits = self._step(images, labels)
             with torch.no_grad():
                 n = labels.numel()
-                wrong += (logits.argmax(1) != labels).sum().item()
+                batch_wrong = (logits.argmax(1) != labels).sum()
+                self._watch_warmup(batch_wrong, n)
+                wrong += batch_wrong.item()
                 loss_sum += loss.item() * n
                 seen += n
-            self.schedule.observe_train_err(100.0 * wrong / seen)
+        self._check_warmup()  # the epoch's last counts join the window before a checkpoint is taken
         seconds = time.perf_counter() - start
         loss_sum, wrong, seen = all_reduce([loss_sum, wrong, seen], self.device)
         return {m.TRAIN_LOSS: loss_sum / max(seen, 1), m.TRAIN_ERR: 100.0 * wrong / max(seen, 1),
