@@ -10,20 +10,39 @@ from __future__ import annotations
 
 import os
 
-from orchestrator.cells import Cell
+from orchestrator.cells import AnyCell, Cell
+from orchestrator.eval_spec import EvalGridSpec, is_evaluation_grid
 from orchestrator.expand import MAX_CELLS, count_cells, expand_cells
-from orchestrator.spec import GridSpec, load_grid
+from orchestrator.spec import GridSpec, parse_grid, read_grid_file
+from pipelines.catalog import TRAIN_IMAGES
 from pipelines.manifest import DatasetError, load_manifest
 
 CELL_LIMIT = 512  # more cells than this need --yes: a product of long axes is easy to write by mistake
 
 
-def check_prepared_data(spec: GridSpec) -> dict[str, dict]:
-    """Each dataset's manifest, checked against the grid; GridError naming the path otherwise."""
+def _data_location(spec: GridSpec, name: str):
+    """Where the grid names dataset `name`'s prepared folder: (path, field)."""
+    path = spec.dataset.path_for(name) or spec.dataset.path
+    return path, ("dataset", "paths", name) if name in spec.dataset.paths else ("dataset", "path")
+
+
+def unprepared_datasets(spec: GridSpec) -> dict[str, str]:
+    """Datasets whose prepared folder does not exist yet (name -> path): `plan` estimates without them."""
+    missing = {}
+    for name in spec.datasets():
+        path, _ = _data_location(spec, name)
+        if path is not None and not os.path.exists(path):
+            missing[name] = str(path)
+    return missing
+
+
+def check_prepared_data(spec: GridSpec, *, skip: frozenset[str] = frozenset()) -> dict[str, dict]:
+    """Each dataset's manifest (but those in `skip`), checked against the grid; GridError naming the path otherwise."""
     manifests = {}
     for name in spec.datasets():
-        path = spec.dataset.path_for(name) or spec.dataset.path
-        field = ("dataset", "paths", name) if name in spec.dataset.paths else ("dataset", "path")
+        if name in skip:
+            continue
+        path, field = _data_location(spec, name)
         try:
             manifest = load_manifest(path)
         except DatasetError as exc:
@@ -36,18 +55,49 @@ def check_prepared_data(spec: GridSpec) -> dict[str, dict]:
     return manifests
 
 
+def check_cells_data(spec: GridSpec, cells: list[Cell], manifests: dict[str, dict]) -> None:
+    """Each cell's training split, and its mean image where the cell subtracts one, is in the prepared data."""
+    for cell in cells:
+        if cell.dataset not in manifests:  # not prepared yet, and the caller said that is fine
+            continue
+        path, field = _data_location(spec, cell.dataset)
+        split = cell.train.train_split
+        info = manifests[cell.dataset]["splits"].get(split)
+        if info is None:
+            why = ("prepared by an older resnetctl: run `resnetctl prepare` again" if split in TRAIN_IMAGES[cell.dataset]
+                   else f"{cell.dataset} has none (only CIFAR's val is part of its training images)")
+            raise spec.error(field, f"{path}: no '{split}' split, which {cell.name} trains on (train_split): {why}")
+        # a manifest of version 1 (before per-split mean images) lacks what the paper's normalisation needs
+        if cell.train.normalization == "pixel_mean" and manifests[cell.dataset].get("manifest_version") == 1:
+            raise spec.error(field, f"{path}: no per-pixel mean image of the '{split}' split, which {cell.name} "
+                                    "subtracts (normalization: pixel_mean); prepared by an older resnetctl: run "
+                                    "`resnetctl prepare` again, or set normalization: channel")
+
+
 def load_cells(
-    path: str | os.PathLike[str], *, yes: bool = False, check_data: bool = True
-) -> tuple[GridSpec, list[Cell]]:
-    """load_grid + the cell-count limit + expand_cells + the prepared-data check; raises GridError."""
-    spec = load_grid(path)
+    path: str | os.PathLike[str], *, yes: bool = False, check_data: bool = True, unprepared_ok: bool = False
+) -> tuple[GridSpec | EvalGridSpec, list[AnyCell]]:
+    """load_grid + the cell-count limit + expand_cells + the prepared-data check; raises GridError.
+
+    `unprepared_ok` (plan): a dataset folder that does not exist yet is not an error (a user plans before
+    downloading); one that exists must still be valid prepared data.
+
+    An evaluation grid (an `evaluate:` section) goes through `evaluation.load_evaluation_cells` instead.
+    """
+    data, lines, source = read_grid_file(path)
+    if is_evaluation_grid(data):
+        from orchestrator.evaluation import load_evaluation_cells
+
+        return load_evaluation_cells(data, lines, source, yes=yes, check_data=check_data)
+    spec = parse_grid(data, source, lines)
     count = count_cells(spec)
     if count > CELL_LIMIT and not yes:
         raise spec.error(("grid",), f"expands to {count} cells, more than {CELL_LIMIT}; pass --yes to run them all")
     cells = expand_cells(spec, limit=MAX_CELLS)
     if check_data:
-        check_prepared_data(spec)
+        skip = frozenset(unprepared_datasets(spec)) if unprepared_ok else frozenset()
+        check_cells_data(spec, cells, check_prepared_data(spec, skip=skip))
     return spec, cells
 
 
-__all__ = ["CELL_LIMIT", "check_prepared_data", "load_cells"]
+__all__ = ["CELL_LIMIT", "check_cells_data", "check_prepared_data", "load_cells", "unprepared_datasets"]

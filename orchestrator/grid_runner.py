@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
+from pathlib import Path
 
-from orchestrator.cells import Cell
+from orchestrator.cells import AnyCell
 
 
-def _cells_to_run(uri: str, experiment_id: str, cells: Sequence[Cell], *, restart: bool,
-                  storage_path: str | None) -> list[Cell]:
+def _cells_to_run(uri: str, experiment_id: str, cells: Sequence[AnyCell], *, restart: bool,
+                  storage_path: str | None) -> list[AnyCell]:
     """The unfinished cells; with `restart`, every cell after deleting its runs and checkpoints."""
     from orchestrator import tracking, tune_runner
 
@@ -31,7 +32,7 @@ def _cells_to_run(uri: str, experiment_id: str, cells: Sequence[Cell], *, restar
     return list(cells)
 
 
-def _close_runs(uri: str, experiment_id: str, cells: Sequence[Cell]) -> None:
+def _close_runs(uri: str, experiment_id: str, cells: Sequence[AnyCell]) -> None:
     """Mark the cells' runs that are still RUNNING/SCHEDULED as ended (a dead trial cannot do it itself)."""
     from orchestrator import tracking
 
@@ -41,7 +42,18 @@ def _close_runs(uri: str, experiment_id: str, cells: Sequence[Cell]) -> None:
             tracking.close_dangling_runs(uri, experiment_id, [run.info.run_id])
 
 
-def _run_on_ray(spec, todo: list[Cell], *, skipped: int, uri: str, experiment_id: str, console,
+def _warn_unschedulable(cells: Sequence, console) -> None:
+    """Cells that no node of the Ray this driver joined can ever hold: they would wait, so say so first."""
+    import ray
+
+    from orchestrator.capacity import fit_warnings, ray_nodes
+    from resnetctl.redaction import for_rich
+
+    for warning in fit_warnings(cells, ray_nodes(ray.nodes()), "this Ray cluster"):
+        console.print(f"[yellow]Warning:[/] {for_rich(warning)}")
+
+
+def _run_on_ray(spec, todo: list[AnyCell], *, skipped: int, uri: str, experiment_id: str, console,
                 storage_path: str | None, address: str | None, fallback_local: bool, verbose: bool,
                 progress: bool) -> list:
     """Start (or join) Ray, run the cells under Tune with the progress board; the cells' outcomes."""
@@ -49,6 +61,7 @@ def _run_on_ray(spec, todo: list[Cell], *, skipped: int, uri: str, experiment_id
 
     started = tune_runner.init_ray(address, log_to_driver=verbose, fallback_local=fallback_local)
     try:
+        _warn_unschedulable(todo, console)
         from orchestrator.progress import GridProgress
 
         board = GridProgress(todo, skipped=skipped, console=console)
@@ -70,7 +83,7 @@ def _run_on_ray(spec, todo: list[Cell], *, skipped: int, uri: str, experiment_id
 
 def run_grid(
     spec,
-    cells: Sequence[Cell],
+    cells: Sequence[AnyCell],
     *,
     restart: bool = False,
     storage_path: str | None = None,
@@ -82,15 +95,28 @@ def run_grid(
     """Run the grid's unfinished cells (all of them with `restart`); 0 when every cell finished, else 1."""
     from rich.console import Console
 
-    from orchestrator import tracking
+    from orchestrator import tracking, tune_runner
+    from orchestrator.library_logs import route_library_logs
+    from orchestrator.stores import check_store
+    from resnetctl.redaction import for_rich, redact, redact_uri
 
     console = Console(stderr=True)
     uri = tracking.resolve_tracking_uri(spec.tracking.uri)
+    check_store(uri)  # one line naming the store, within seconds, before anything is written
+    storage = tune_runner.storage_root(storage_path)
+    logs = Path("logs") if "://" in storage else Path(storage) / "logs"  # beside the checkpoints when local
+    log_file = route_library_logs(logs, f"submit-{spec.name}", verbose=verbose)
     experiment_id = tracking.ensure_experiment(uri, spec.experiment_name)
+    if hasattr(spec, "verdicts"):  # a training grid: its claims and verdict settings, for `resnetctl report`
+        from orchestrator.claims import settings_json
+
+        tracking.record_verdict_settings(uri, experiment_id, spec.name,
+                                         settings_json(spec.claims, spec.verdicts.tolerance, spec.verdicts.alpha))
     todo = _cells_to_run(uri, experiment_id, cells, restart=restart, storage_path=storage_path)
     skipped = len(cells) - len(todo)
-    console.print(f"grid [bold]{spec.name}[/]: {len(cells)} cells, {skipped} already finished, "
-                  f"{len(todo)} to run; tracking {uri} (experiment {spec.experiment_name})")
+    console.print(f"grid [bold]{for_rich(spec.name)}[/]: {len(cells)} cells, {skipped} already finished, "
+                  f"{len(todo)} to run; tracking {for_rich(redact_uri(uri))} (experiment "
+                  f"{for_rich(spec.experiment_name)})")
     if not todo:
         return 0
 
@@ -99,15 +125,17 @@ def run_grid(
                            verbose=verbose, progress=progress)
     for outcome in outcomes:
         if outcome.status != "finished":
-            console.print(f"[red]cell {outcome.cell.name} failed[/]: {(outcome.error or '').strip()[-500:]}")
+            error = for_rich(redact((outcome.error or "").strip()[-500:]), keep_newlines=True)
+            console.print(f"[red]cell {for_rich(outcome.cell.name)} failed[/]: {error}")
     finished = tracking.finished_cell_ids(uri, experiment_id)
     missing = [c for c in todo if c.cell_id not in finished]
     _close_runs(uri, experiment_id, missing)  # a trial that died hard, or never started, leaves no run open
     if missing:
-        console.print(f"[red]{len(missing)} cell(s) did not finish[/]: {', '.join(c.name for c in missing)}; "
+        names = for_rich(", ".join(c.name for c in missing))
+        console.print(f"[red]{len(missing)} cell(s) did not finish[/]: {names}; "
                       "submit again to resume them from their checkpoints")
         return 1
-    console.print(f"grid [bold]{spec.name}[/]: all {len(cells)} cells finished")
+    console.print(f"grid [bold]{spec.name}[/]: all {len(cells)} cells finished (library logs: {log_file})")
     return 0
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import conventions as cv
-from orchestrator.cells import Cell
+from orchestrator.cells import Cell, EvalCell
 
 DEFAULT_DB_NAME = "mlflow.db"
 
@@ -51,7 +51,12 @@ def resolve_tracking_uri(grid_uri: str | None = None, *, cwd: str | Path | None 
 
 
 def default_artifact_location(uri: str, experiment: str) -> str | None:
-    """Beside a SQLite file: `<dir>/mlruns/<experiment>`; elsewhere let the server/store decide."""
+    """Beside a SQLite file: `<dir>/mlruns/<experiment>`; elsewhere let the server/store decide.
+
+    The grid's rule for names keeps `experiment` one plain folder name; anything else is refused here too.
+    """
+    if experiment in ("", ".", "..") or "/" in experiment or os.sep in experiment:
+        raise ValueError(f"experiment name {experiment!r} is not a plain folder name")
     if uri.startswith("sqlite:////"):
         return (Path(uri[len("sqlite:///"):]).parent / "mlruns" / experiment).as_uri()
     return None
@@ -61,15 +66,31 @@ def ensure_experiment(uri: str, name: str) -> str:
     """Create the store's schema (first connection does it) and the experiment; return its id.
 
     Called once in the driver before any trial starts, so concurrent writers never race on
-    schema creation or on creating the same experiment.
+    schema creation or on creating the same experiment. A store MLflow cannot use (a database
+    of another program, a server that refuses) is a StoreError naming the store, password redacted.
     """
-    client = _client(uri)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=default_artifact_location(uri, name))
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from orchestrator.stores import StoreError
+    from resnetctl.redaction import redact, redact_uri
+
+    try:
+        client = _client(uri)
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                client.restore_experiment(experiment.experiment_id)
+            return experiment.experiment_id
+        return client.create_experiment(name, artifact_location=default_artifact_location(uri, name))
+    except (MlflowException, SQLAlchemyError, OSError) as exc:
+        reason = (redact(str(exc)).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise StoreError(f"tracking store {redact_uri(uri)} cannot be used: {reason}") from None
+
+
+def record_verdict_settings(uri: str, experiment_id: str, grid: str, settings: str) -> None:
+    """The grid's claims and verdict settings (`claims.settings_json`) as an experiment tag, for the report."""
+    _client(uri).set_experiment_tag(experiment_id, cv.verdicts_tag(grid), settings)
 
 
 def find_cell_run(uri: str, experiment_id: str, cell_id: str):
@@ -129,6 +150,55 @@ def cell_params(cell: Cell) -> dict[str, str]:
     return {k: str(v)[:6000] for k, v in params.items()}
 
 
+def protocol_params(cell: Cell) -> dict[str, str]:
+    """How the cell trains, as the report's protocol line reads it: the split, its images, the normalisation.
+
+    `train_images` comes from the prepared manifest (the driver checked it before any run opens); where
+    that cannot be read here the param is left out, and the worker fails on the data with the reason.
+    """
+    from pipelines.manifest import load_manifest
+
+    params = {cv.PARAM_TRAIN_SPLIT: cell.train.train_split, cv.PARAM_NORMALIZATION: cell.train.normalization}
+    try:
+        count = load_manifest(cell.dataset_path)["splits"][cell.train.train_split]["count"]
+        params[cv.PARAM_TRAIN_IMAGES] = str(int(count))
+    except (KeyError, TypeError, ValueError):  # DatasetError is a ValueError
+        pass
+    return params
+
+
+def dataset_input(cell: Cell):
+    """The cell's prepared data as an MLflow dataset input: the UI's Dataset column and lineage.
+
+    The digest is that of the prepared folder's manifest (which records the raw data's checksum, the
+    split sizes and the writer's settings), so two runs show the same digest exactly when they read
+    the same prepared data; the profile carries the split sizes. None when the folder cannot be read.
+    """
+    import hashlib
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    from pipelines.manifest import MANIFEST_NAME, load_manifest
+
+    manifest_path = Path(cell.dataset_path) / MANIFEST_NAME
+    try:
+        manifest = load_manifest(cell.dataset_path)
+        digest = hashlib.sha256(manifest_path.read_bytes()).hexdigest()[:16]
+    except (ValueError, OSError):  # DatasetError is a ValueError; the driver checked the data before this
+        return None
+    splits = {name: int(info["count"]) for name, info in manifest["splits"].items()}
+    entity = Dataset(
+        name=cell.dataset,
+        digest=digest,
+        source_type="local",
+        source=json.dumps({"uri": str(cell.dataset_path)}),
+        profile=json.dumps({"splits": splits, "num_classes": manifest.get("num_classes"),
+                            "image_size": manifest.get("image_size"),
+                            "source_checksum": manifest.get("source_checksum")}),
+    )
+    return DatasetInput(entity, tags=[InputTag(cv.INPUT_CONTEXT_TAG, cv.INPUT_CONTEXT_TRAINING)])
+
+
 def open_cell_run(uri: str, experiment_id: str, cell: Cell, *, restart: bool = False,
                   status: str = "RUNNING") -> str:
     """Return the run id the cell trains into: its own unfinished run, or a new one.
@@ -147,11 +217,18 @@ def open_cell_run(uri: str, experiment_id: str, cell: Cell, *, restart: bool = F
     if run is not None:
         client.update_run(run.info.run_id, status=status)
         client.set_tag(run.info.run_id, cv.TAG_STATUS, cv.STATUS_RUNNING)
+        missing = {k: v for k, v in protocol_params(cell).items() if k not in run.data.params}  # older runs
+        if missing:
+            client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in missing.items()])
         return run.info.run_id
     tags = cell_tags(cell)
     run = client.create_run(experiment_id, run_name=cell.name, tags=tags)
-    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in cell_params(cell).items()],
+    params = {**cell_params(cell), **protocol_params(cell)}
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
                      tags=[RunTag(k, v) for k, v in tags.items()])
+    dataset = dataset_input(cell)
+    if dataset is not None:
+        client.log_inputs(run.info.run_id, datasets=[dataset])
     if status != "RUNNING":  # e.g. SCHEDULED until its trial starts
         client.update_run(run.info.run_id, status=status)
     return run.info.run_id
@@ -197,6 +274,25 @@ class CellRunLogger:
         self._client.update_run(self.run_id, status="RUNNING")  # from SCHEDULED (or FAILED, on a retry)
         history = self._client.get_metric_history(self.run_id, cv.M_ITERATION)
         self._logged_steps = {m.step for m in history}
+        self._system_metrics = None
+
+    def start_system_metrics(self, interval_s: float = cv.SYSTEM_METRICS_INTERVAL_S) -> None:
+        """MLflow's system-metrics sampler (CPU, memory, disk, network; GPU where pynvml sees one).
+
+        One sample and one small `log_batch` per interval: at 10 s that is well under 1% of an epoch.
+        A resumed run continues the metrics' steps instead of starting them again at 0.
+        """
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._system_metrics = SystemMetricsMonitor(self.run_id, sampling_interval=interval_s,
+                                                    resume_logging=bool(self._logged_steps),
+                                                    tracking_uri=self.uri)
+        self._system_metrics.start()
+
+    def stop_system_metrics(self) -> None:
+        if self._system_metrics is not None:
+            self._system_metrics.finish()
+            self._system_metrics = None
 
     def logged_epochs(self) -> set[int]:
         return set(self._logged_steps)
@@ -271,5 +367,109 @@ class CellRunLogger:
         return info.model_uri
 
     def mark_finished(self) -> None:
+        self.stop_system_metrics()
         self._client.set_tag(self.run_id, cv.TAG_STATUS, cv.STATUS_FINISHED)
         self._client.set_terminated(self.run_id, status="FINISHED")
+
+
+# ----------------------------------------------------------------------------- evaluation cells
+def _joined(values: Iterable[str], limit: int = 5000) -> str:
+    """Distinct non-empty values, comma-joined, within an MLflow tag's length."""
+    return ",".join(dict.fromkeys(v for v in values if v))[:limit]
+
+
+def evaluation_tags(cell: EvalCell) -> dict[str, str]:
+    """Grid, cell id, kind, what was tested (arch, dataset, split, protocol) and the training runs it came from."""
+    members = cell.members
+    tags = {
+        cv.TAG_GRID: cell.grid,
+        cv.TAG_CELL_ID: cell.cell_id,
+        cv.TAG_CELL_KIND: cv.KIND_EVALUATION,
+        cv.TAG_ARCH: cell.arch,
+        cv.TAG_DATASET: cell.dataset,
+        cv.TAG_EVAL_PROTOCOL: cell.protocol,
+        cv.TAG_EVAL_SPLIT: cell.split,
+        cv.TAG_STATUS: cv.STATUS_RUNNING,
+        cv.TAG_SOURCE_RUN_ID: _joined(m.run_id for m in members),
+        cv.TAG_SOURCE_GRID: _joined(m.grid for m in members),
+        cv.TAG_SOURCE_MODEL: _joined(m.model_uri for m in members),
+    }
+    if cell.ensemble:
+        tags[cv.TAG_ENSEMBLE] = cell.ensemble
+        tags[cv.TAG_ENSEMBLE_MEMBERS] = ", ".join(m.label for m in members)[:5000]
+    return {k: v for k, v in tags.items() if v}
+
+
+def evaluation_params(cell: EvalCell) -> dict[str, str]:
+    """How the test ran; a single network's depth, shortcut and seed too (the report's pivots read them)."""
+    from models.arch import ArchError, parse_arch
+
+    params: dict[str, Any] = {cv.PARAM_DATASET: cell.dataset, "dataset_path": cell.dataset_path, "split": cell.split,
+                              "protocol": cell.protocol, "batch_size": cell.batch_size, "loader": cell.loader,
+                              "num_workers": cell.num_workers, "members": len(cell.members)}
+    if not cell.ensemble:
+        member = cell.members[0]
+        try:
+            depth, _, shortcut = parse_arch(member.arch)
+            params.update({cv.PARAM_DEPTH: depth, cv.PARAM_SHORTCUT: shortcut})
+        except ArchError:  # a registered model resnetctl did not train
+            pass
+        if member.seed is not None:
+            params[cv.PARAM_SEED] = member.seed
+    for key, value in cell.resources.model_dump().items():
+        params[f"resources.{key}"] = value
+    return {k: str(v)[:6000] for k, v in params.items()}
+
+
+def open_evaluation_run(uri: str, experiment_id: str, cell: EvalCell, *, status: str = "RUNNING") -> str:
+    """The run an evaluation logs into: its own unfinished one (a rerun tests again), or a new one."""
+    from mlflow.entities import Param, RunTag
+
+    client = _client(uri)
+    run = find_cell_run(uri, experiment_id, cell.cell_id)
+    if run is not None:
+        client.update_run(run.info.run_id, status=status)
+        client.set_tag(run.info.run_id, cv.TAG_STATUS, cv.STATUS_RUNNING)
+        return run.info.run_id
+    tags = evaluation_tags(cell)
+    run = client.create_run(experiment_id, run_name=cell.name, tags=tags)
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in evaluation_params(cell).items()],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+    if status != "RUNNING":
+        client.update_run(run.info.run_id, status=status)
+    return run.info.run_id
+
+
+def open_run(uri: str, experiment_id: str, cell: Cell | EvalCell, *, status: str = "RUNNING") -> str:
+    """The run a cell of either kind writes into (see open_cell_run, open_evaluation_run)."""
+    if isinstance(cell, EvalCell):
+        return open_evaluation_run(uri, experiment_id, cell, status=status)
+    return open_cell_run(uri, experiment_id, cell, status=status)
+
+
+def mark_run_running(uri: str, run_id: str) -> None:
+    """A cell's trial has started: its run leaves SCHEDULED (or FAILED, when a rerun picks it up)."""
+    _client(uri).update_run(run_id, status="RUNNING")
+
+
+def log_evaluation(uri: str, run_id: str, cell: EvalCell, result, *, seconds: float, on_gpu: bool) -> None:
+    """An evaluation's errors (`<split>_err`, `<split>_top5_err`), its members' own and its compute, and the
+    `finished` tag, in one `log_batch`: a run holds all of them or none (its rerun then tests again)."""
+    from mlflow.entities import Metric, RunTag
+
+    from training import metrics
+
+    now = int(time.time() * 1000)
+    top1, top5 = metrics.split_errors(cell.split)
+    hours = seconds / 3600.0
+    values = {top1: result.top1, top5: result.top5, cv.M_EVAL_IMAGES: result.images,
+              cv.M_WORKER_HOURS: hours, cv.M_GPU_HOURS: hours if on_gpu else 0.0}
+    client = _client(uri)
+    if cell.ensemble:  # first, so that the last batch (the errors and `finished`) stays one write
+        members = [Metric(key, float(value), now, i) for i, own in enumerate(result.members)
+                   for key, value in zip((cv.M_MEMBER_ERR, cv.M_MEMBER_TOP5_ERR), own, strict=True)]
+        for start in range(0, len(members), 1000):  # log_batch takes at most 1000 metrics
+            client.log_batch(run_id, metrics=members[start:start + 1000])
+    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in values.items()],
+                     tags=[RunTag(cv.TAG_STATUS, cv.STATUS_FINISHED)])
+    client.set_terminated(run_id, status="FINISHED")

@@ -48,13 +48,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         from orchestrator.tracking import CellRunLogger
 
         logger = CellRunLogger(config["tracking_uri"], config["run_id"])
+        logger.start_system_metrics()
     # wall-clock marks of the fixed cost, for benchmarks/overhead.py (not logged to MLflow)
     marks = {"trial_started_at": config.get("trial_started_at"), "fit_started_at": config.get("fit_started_at"),
              "worker_started_at": worker_started_at, "trainer_ready_at": time.time()}
-    while not trainer.done:
-        _train_and_report_epoch(trainer, logger, marks)
-    if logger is not None:
-        finalize_run(cell, trainer, logger)
+    try:
+        while not trainer.done:
+            _train_and_report_epoch(trainer, logger, marks)
+        final = trainer.final_test()  # every rank: the shards' errors are summed (empty when the epochs used it)
+        if logger is not None:
+            finalize_run(cell, trainer, logger, final)
+    finally:
+        if logger is not None:
+            logger.stop_system_metrics()
 
 
 def _train_and_report_epoch(trainer, logger, marks: dict[str, Any]) -> None:
@@ -78,8 +84,8 @@ def _train_and_report_epoch(trainer, logger, marks: dict[str, Any]) -> None:
         ray.train.report({**metrics, **timing}, checkpoint=saved)
 
 
-def finalize_run(cell: Cell, trainer, logger) -> None:
-    """Rank 0, after the last epoch: layer responses, curves, compute used, model; then `finished`."""
+def finalize_run(cell: Cell, trainer, logger, final: dict[str, float] | None = None) -> None:
+    """Rank 0, after the last epoch: the final test, layer responses, curves, compute used, model; then `finished`."""
     import models
 
     net = trainer.net.module if hasattr(trainer.net, "module") else trainer.net
@@ -88,7 +94,7 @@ def finalize_run(cell: Cell, trainer, logger) -> None:
     logger.log_layer_responses(trainer.layer_responses())
     logger.log_curves(trainer.curves)
     worker_hours = trainer.elapsed_s * trainer.world_size / 3600.0
-    logger.log_final({cv.M_WORKER_HOURS: worker_hours,
+    logger.log_final({**(final or {}), cv.M_WORKER_HOURS: worker_hours,
                       cv.M_GPU_HOURS: worker_hours if trainer.on_gpu else 0.0})
     trainer.net.eval()
     logger.log_model(trainer.net.to("cpu"), dataset=cell.dataset, arch=cell.arch)

@@ -194,3 +194,94 @@ def test_an_invalid_grid_exits_2_before_anything_runs(tmp_path):
     assert proc.returncode == 2
     assert "shortcut" in proc.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "results").exists()
+
+
+def test_submit_prints_resnetctl_lines_and_keeps_library_logs_in_a_file(workdir, first_submit):
+    noise = ("Creating initial MLflow database tables", "Token authentication is enabled", " INFO ", " WARNING ")
+    for line in first_submit.stderr.splitlines() + first_submit.stdout.splitlines():
+        assert not any(word in line for word in noise), line
+    logs = list((workdir / "results" / "logs").glob("submit-tiny-*.log"))
+    assert logs and any("Creating initial MLflow database tables" in p.read_text() for p in logs)
+    assert "library logs: " in first_submit.stderr
+
+
+def test_every_run_carries_its_prepared_dataset(workdir, first_submit, digits_root):
+    import json as json_
+
+    client, runs = runs_of(workdir, "tiny")
+    for run in runs:
+        inputs = run.inputs.dataset_inputs
+        assert len(inputs) == 1, run.info.run_name
+        dataset = inputs[0].dataset
+        assert dataset.name == "digits" and len(dataset.digest) == 16
+        assert json_.loads(dataset.source)["uri"] == str(digits_root)
+        assert json_.loads(dataset.profile)["splits"]["train"] > 0
+        assert {t.key: t.value for t in inputs[0].tags}[cv.INPUT_CONTEXT_TAG] == cv.INPUT_CONTEXT_TRAINING
+    assert len({r.inputs.dataset_inputs[0].dataset.digest for r in runs}) == 1  # one prepared folder, one digest
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ui_server(workdir, first_submit, wait_for):
+    """`resnetctl ui` on the tiny grid's store, as a user starts it; yields the grid link it prints."""
+    import urllib.request
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    printed = workdir / "ui.out"
+    with printed.open("w") as out:  # a file, not a pipe nobody drains: the server shares this stdout
+        proc = subprocess.Popen([sys.executable, "-c", "from orchestrator.cli import main; main()", "ui", "--port",
+                                 str(port), "--grid", "tiny"], cwd=workdir, env=env, stdout=out,
+                                stderr=subprocess.DEVNULL, text=True)
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(lambda: printed.read_text().strip(), timeout=120, interval=0.5, alive=lambda: proc.poll() is None,
+                 what="the link `resnetctl ui` prints")
+        link = printed.read_text().splitlines()[0].strip()
+        wait_for(healthy, timeout=180, interval=1, alive=lambda: proc.poll() is None, what="the MLflow UI")
+        yield link, f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _render(url: str) -> str:
+    """The page's DOM after headless Chromium ran its JavaScript (the MLflow UI is a single-page app)."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is not installed: `make test` installs Debian's chromium package"
+    out = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+                          "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    return out.stdout
+
+
+def test_ui_link_opens_the_grids_runs_in_the_model_training_view(workdir, ui_server):
+    link, base = ui_server
+    client, _ = runs_of(workdir, "tiny")
+    experiment_id = client.get_experiment_by_name("tiny").experiment_id
+    assert link == f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    page = _render(link)
+    for name in ("resnet8-A-digits-s0-loadertorch", "plain8-digits-s0-loadertorch"):
+        assert name in page, f"{name} is not on the page the link opens"
+
+
+def test_ui_lists_the_registered_models(ui_server):
+    _, base = ui_server
+    page = _render(f"{base}/#/models")
+    for name in ("digits-resnet8-A", "digits-plain8"):
+        assert name in page

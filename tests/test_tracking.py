@@ -113,3 +113,20 @@ def test_a_rerun_registers_the_cell_model_once(store):
     assert [v.run_id for v in versions] == [run_id]
     assert second == f"models:/{versions[0].name}/{versions[0].version}"
     assert first  # the first call's own URI (the logged model)
+
+
+def test_rank0_logger_samples_system_metrics_until_stopped(store, wait_for):
+    uri, experiment_id = store
+    run_id = tracking.open_cell_run(uri, experiment_id, _cell())
+    logger = tracking.CellRunLogger(uri, run_id)
+    logger.start_system_metrics(interval_s=0.2)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    try:
+        wait_for(lambda: any(k.startswith("system/") for k in client.get_run(run_id).data.metrics), timeout=30,
+                 what="MLflow's system metrics in the run")
+    finally:
+        logger.stop_system_metrics()
+    keys = set(client.get_run(run_id).data.metrics)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= keys

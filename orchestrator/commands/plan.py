@@ -12,8 +12,11 @@ from typing import Any
 
 import click
 
-from orchestrator.estimate import plan_grid
-from orchestrator.grid_loading import load_cells
+from orchestrator.capacity import plan_warnings
+from orchestrator.estimate import claim_power, plan_grid
+from orchestrator.grid_loading import load_cells, unprepared_datasets
+from orchestrator.report.stats import POWER
+from resnetctl.redaction import for_rich, shown
 
 
 def _human(value: float) -> str:
@@ -35,13 +38,13 @@ def _print_table(summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{summary['grid']}: {len(rows)} cells (experiment {summary['experiment']})",
+    table = Table(title=for_rich(f"{summary['grid']}: {len(rows)} cells (experiment {summary['experiment']})"),
                   box=box.SIMPLE_HEAD)
     for column in ("name", "cell id", "resources", "MACs/img", "epochs", "compute"):
         left = column in ("name", "cell id", "resources")
         table.add_column(column, justify="left" if left else "right", no_wrap=True)
     for row in rows:
-        table.add_row(row["name"], row["cell_id"], _where(row["resources"]), _human(row["mult_adds_per_image"]),
+        table.add_row(for_rich(row["name"]), row["cell_id"], _where(row["resources"]), _human(row["mult_adds_per_image"]),
                       f"{row['epochs']:.4g}", _human(row["compute_mult_adds"]))
     console = Console()
     console = Console(width=max(console.width, 110))  # a narrow or piped terminal wraps rather than truncates
@@ -49,8 +52,9 @@ def _print_table(summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     at_once = summary["max_concurrent_cells"]
     console.print(
         f"total: {_human(summary['compute_mult_adds'])} multiply-adds (x images x epochs, forward); "
-        f"about {_human(summary['training_mult_adds_approx'])} to train. "
-        f"At most {at_once} cells at once, {summary['peak_cpus']:g} CPUs"
+        + (f"about {_human(summary['training_mult_adds_approx'])} to train. " if summary.get("kind") != "evaluation"
+           else "one pass over the test split, in every view. ")
+        + f"At most {at_once} cells at once, {summary['peak_cpus']:g} CPUs"
         + (f", {summary['peak_gpus']} GPUs" if summary["peak_gpus"] else "")
         + f". {math.ceil(len(rows) / at_once)} waves of cells."
     )
@@ -59,14 +63,33 @@ def _print_table(summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
 @click.command("plan")
 @click.argument("grid_file", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--address", envvar="RAY_ADDRESS", default=None,
+              help="Ray dashboard (http://HEAD:8265) of the cluster to check the cells fit; default: this machine.")
 @click.option("--yes", is_flag=True, help="Allow grids with more cells than the safety limit.")
 @click.option("--check-data/--no-check-data", default=True, show_default=True,
-              help="Check that the dataset's prepared data exists.")
-def plan_command(grid_file: str, as_json: bool, yes: bool, check_data: bool) -> None:
+              help="Check the prepared data the grid names (a folder not written yet is only noted).")
+def plan_command(grid_file: str, as_json: bool, address: str | None, yes: bool, check_data: bool) -> None:
     """Show the cells GRID_FILE expands to, their resources and compute; run nothing."""
-    spec, cells = load_cells(grid_file, yes=yes, check_data=check_data)
+    spec, cells = load_cells(grid_file, yes=yes, check_data=check_data, unprepared_ok=True)
+    for name, path in (unprepared_datasets(spec).items() if check_data and hasattr(spec, "datasets") else ()):
+        click.echo(f"note: {name} is not prepared yet ({path}): the estimate assumes its usual size; "
+                   f"`resnetctl prepare {name} --root {path}` before `submit`", err=True)
+    for warning in plan_warnings(cells, address):
+        click.echo(f"Warning: {shown(warning)}", err=True)
     summary, rows = plan_grid(spec, cells)
+    claims = claim_power(spec)  # None: the store holds no runs of this grid yet
     if as_json:
-        click.echo(json.dumps({"summary": summary, "cells": rows}, indent=2))
-    else:
-        _print_table(summary, rows)
+        click.echo(json.dumps({"summary": summary, "cells": rows, "undecided_claims": claims}, indent=2))
+        return
+    _print_table(summary, rows)
+    for claim in claims or ():
+        click.echo(_power_line(claim))
+
+
+def _power_line(claim: dict[str, Any]) -> str:
+    """One undecided claim of the store's runs and the seeds its current spread suggests."""
+    p = "no p-value" if claim["p_value"] is None else f"p={claim['p_value']:.3g}"
+    needed = (f"about {claim['seeds_needed']} seeds per network for {POWER:.0%} power" if claim["seeds_needed"]
+              else "no spread or difference yet to estimate seeds from")
+    return (f"undecided: {claim['claim']} ({claim['dataset']}): {claim['n_a']} vs {claim['n_b']} runs, {p}; "
+            f"{needed}")

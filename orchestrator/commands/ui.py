@@ -1,8 +1,9 @@
 """`resnetctl ui`: the MLflow UI (and REST API) on the configured store, in the foreground.
 
 It is the same locked-down server `cluster up` starts: bound to 127.0.0.1 unless `--host`
-says otherwise, Host headers limited to the names it is reached by, and with `--auth` MLflow's
-basic-auth app in front, so an unauthenticated request gets 401.
+says otherwise (another address only with `--auth`), Host headers limited to the names it is
+reached by, and with `--auth` MLflow's basic-auth app in front, so an unauthenticated request gets
+401. The store URI reaches the server through its environment, never its command line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import webbrowser
 from pathlib import Path
 
 import click
@@ -33,12 +35,15 @@ DEFAULT_STORE = "sqlite:///mlflow.db"
               help="Where proxied artifacts are stored (a folder or s3://, gs:// URI); default ./mlartifacts.")
 @click.option("--auth", is_flag=True,
               help="Require HTTP basic auth; the admin password comes from MLFLOW_AUTH_ADMIN_PASSWORD.")
+@click.option("--grid", default=None, help="The grid whose runs to link to (default: the store's only or newest grid).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the grid's runs in the default web browser.")
 def ui_command(backend_store_uri: str, host: str, port: int, allowed_hosts: tuple[str, ...],
-               artifacts_destination: str | None, auth: bool) -> None:
+               artifacts_destination: str | None, auth: bool, grid: str | None, open_browser: bool) -> None:
     """Serve the MLflow UI on the experiment store until interrupted."""
     from cluster.mlflow_server import (
         ADMIN_PASSWORD_ENV,
         allowed_hosts_for,
+        refuse_open_without_auth,
         server_command,
         server_env,
         write_auth_config,
@@ -48,6 +53,7 @@ def ui_command(backend_store_uri: str, host: str, port: int, allowed_hosts: tupl
         raise UserError(f"--store {backend_store_uri} is already a tracking server; open it in a browser instead")
     if "://" not in backend_store_uri:
         raise UserError(f"--store {backend_store_uri!r} is not a database URI (e.g. sqlite:///mlflow.db)")
+    refuse_open_without_auth(host, auth)
     if auth and not os.environ.get(ADMIN_PASSWORD_ENV):
         raise UserError(f"--auth needs the admin password in the environment variable {ADMIN_PASSWORD_ENV}")
 
@@ -56,21 +62,46 @@ def ui_command(backend_store_uri: str, host: str, port: int, allowed_hosts: tupl
         if auth:  # users live in ./basic_auth.db beside the store; the ini (no secrets) is temporary
             auth_config = write_auth_config(Path(state) / "basic_auth.ini",
                                             database_uri=f"sqlite:///{Path.cwd() / 'basic_auth.db'}")
-        env = server_env(auth_config=auth_config, admin_password=os.environ.get(ADMIN_PASSWORD_ENV))
-        cmd = server_command(backend_store_uri, host=host, port=port, artifacts_destination=artifacts_destination,
+        env = server_env(backend_store_uri, auth_config=auth_config, admin_password=os.environ.get(ADMIN_PASSWORD_ENV))
+        cmd = server_command(host=host, port=port, artifacts_destination=artifacts_destination,
                              allowed_hosts=allowed_hosts_for(host, allowed_hosts), auth=auth)
 
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        link = _grid_link(backend_store_uri, grid, f"http://{shown}:{port}")
         click.echo(f"MLflow UI on http://{shown}:{port} (store {redact_uri(backend_store_uri)}); Ctrl-C stops it",
                    err=True)
-        signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: the server first, then our temp dir
-        proc = subprocess.Popen(cmd, env=env)
-        try:
-            code = proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate()
-            code = proc.wait()
+        if link:
+            click.echo(link)
+            if open_browser:
+                webbrowser.open(link)
+        code = _serve(cmd, env)
     sys.exit(code)
+
+
+def _serve(cmd: list[str], env: dict[str, str]) -> int:
+    """Run the server in the foreground; Ctrl-C or SIGTERM stops it (then the caller's temp dir goes)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait()
+
+
+def _grid_link(store_uri: str, grid: str | None, base_url: str) -> str | None:
+    """The link to the grid's runs; None (with a note) while the store holds no grid, unless one was named."""
+    from orchestrator.report.records import ReportError
+    from orchestrator.report.source import grid_experiment, open_reader, runs_page
+
+    try:
+        _, experiment_id = grid_experiment(open_reader(store_uri), grid)
+    except ReportError as exc:
+        if grid is not None:
+            raise
+        click.echo(f"note: {exc}", err=True)
+        return None
+    return runs_page(base_url, experiment_id)
 
 
 def _interrupt(signum, frame) -> None:

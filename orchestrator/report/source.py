@@ -45,4 +45,28 @@ def select_runs(reader: StoreReader, *, grid: str | None = None, experiment: str
     kept = tuple(r for r in runs if grid is None or r.grid == grid)
     if grid is not None and not kept:
         raise ReportError(f"--grid {grid!r}: experiment {name!r} has no runs of this grid")
-    return Selection(experiment=name, grid=grid, runs=kept, ignored=len(runs) - len(kept))
+    return Selection(experiment=name, grid=grid, runs=kept, ignored=len(runs) - len(kept),
+                     experiment_tags=reader.experiment_tags(experiments[name]))
+
+
+def grid_experiment(reader: StoreReader, grid: str | None = None) -> tuple[str, str]:
+    """(grid, experiment id) to open in the UI: `grid`, else the store's only grid, else the newest one.
+
+    A grid's experiment is named after it (the default of the grid file's `tracking.experiment`); SQL
+    stores number experiments in creation order, so the highest id is the newest.
+    """
+    experiments = reader.experiments()
+    grids = [name for name in reader.grids() if name in experiments]
+    if grid is None:
+        if not grids:
+            raise ReportError("the store holds no grid's runs yet: `resnetctl submit GRID` first")
+        grid = max(grids, key=lambda name: int(experiments[name]) if experiments[name].isdigit() else -1)
+    elif grid not in experiments:
+        known = ", ".join(sorted(grids)) or "none"
+        raise ReportError(f"--grid {grid!r}: no such experiment in the store (grids: {known})")
+    return grid, experiments[grid]
+
+
+def runs_page(base_url: str, experiment_id: str) -> str:
+    """The MLflow UI page listing an experiment's runs in its model-training view (not the GenAI home)."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
