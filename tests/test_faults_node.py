@@ -46,7 +46,7 @@ def _train_worker_pids(node_pid: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory):
-    local = pytest.importorskip("cluster.local", reason="the local multi-node cluster (cluster/local.py) is not there")
+    from cluster import local
     state = tmp_path_factory.mktemp("fault-node-cluster")
     old = os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION")
     # the server's background job runners (GenAI jobs) are not used here and triple its start-up time

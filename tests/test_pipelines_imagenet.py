@@ -104,7 +104,7 @@ def test_multiscale_protocol_scores_the_same_square_at_every_paper_scale(imagene
 
 def test_pca_lighting_shifts_each_image_by_one_rgb_offset_and_repeats_on_resume(imagenet_root):
     """AlexNet's colour augmentation (the paper's [21]): a per-image RGB shift along ImageNet's principal axes."""
-    from pipelines.augment import PCA_EIGVEC
+    from pipelines.augment import PCA_EIGVAL, PCA_EIGVEC
 
     manifest = load_manifest(imagenet_root)
     std = torch.tensor(manifest["std"]).view(1, 3, 1, 1)
@@ -122,13 +122,28 @@ def test_pca_lighting_shifts_each_image_by_one_rgb_offset_and_repeats_on_resume(
     rgb = per_image.flatten(1)
     assert rgb.abs().max() > 0.5  # a visible shift, of AlexNet's size (a few pixel levels)...
     assert rgb.abs().max() < 60
-    along = rgb @ torch.tensor(PCA_EIGVEC)  # ... along the principal components: coordinates reproduce it
-    torch.testing.assert_close(along @ torch.tensor(PCA_EIGVEC).T, rgb, atol=1e-3, rtol=0)
+    # ... eigvec @ (alpha * eigval) * 255 with alpha ~ N(0, 0.1): the coordinates along the principal
+    # components, over their eigenvalues, are draws of that size (without the eigenvalue scaling the third
+    # would read ~20, with sqrt(eigval) ~1.5, with the eigenvectors as rows ~5)
+    alpha = rgb @ torch.tensor(PCA_EIGVEC) / (255.0 * torch.tensor(PCA_EIGVAL))
+    assert alpha.abs().max() < 0.4 and 0.03 < alpha.pow(2).mean().sqrt() < 0.3, alpha
     assert torch.equal(first_batch(0.1), lit)  # seeded: the same on a rerun / resume
     assert not torch.equal(first_batch(0.1, epoch=1) - first_batch(0.0, epoch=1), lit - plain)  # new each epoch
     evaluation = build_loader(imagenet_root, "val", batch_size=4, train=False, loader="torch", lighting=0.1)
     plain_eval = build_loader(imagenet_root, "val", batch_size=4, train=False, loader="torch")
     assert torch.equal(next(iter(evaluation))[0], next(iter(plain_eval))[0])  # training only
+
+
+def test_pca_lighting_offsets_vary_along_each_principal_axis_by_its_eigenvalue():
+    """Over many draws, eigvec @ (alpha * eigval) * 255 has covariance (255 std)^2 V diag(eigval^2) V^T:
+    along eigenvector k the offsets spread by 255 * std * eigval_k, the axes uncorrelated."""
+    from pipelines.augment import PCA_EIGVAL, PCA_EIGVEC, lighting_offsets
+
+    offsets = lighting_offsets(200_000, 0.1, torch.Generator().manual_seed(0)).double()
+    coords = offsets @ torch.tensor(PCA_EIGVEC, dtype=torch.float64)
+    torch.testing.assert_close(coords.std(0), 255 * 0.1 * torch.tensor(PCA_EIGVAL, dtype=torch.float64),
+                               rtol=0.02, atol=0)
+    torch.testing.assert_close(torch.corrcoef(coords.T), torch.eye(3, dtype=torch.float64), rtol=0, atol=0.02)
 
 
 def test_ffcv_path_applies_lighting_in_training(imagenet_root):

@@ -125,4 +125,20 @@ def test_multiscale_evaluation_scores_every_paper_scale_mirrored(imagenet_root):
     trainer.net.register_forward_pre_hook(lambda _, args: sides.append(args[0].shape[-1]))
     err, top5 = trainer.evaluate(trainer.eval_loaders["val"])
     assert sorted(set(sides)) == list(MULTISCALE_SIDES) and len(sides) == 2 * 2 * len(MULTISCALE_SIDES)
-    assert err in (0.0, 25.0, 50.0, 75.0, 100.0) and top5 == 0.0  # 4 images, 2 classes
+    assert err in (0.0, 25.0, 50.0, 75.0, 100.0)  # 4 images (2 classes: top-5 cannot miss; tested below)
+
+
+def test_top5_error_counts_the_labels_outside_the_five_best_scores():
+    """10 classes, every image scored 0 > 1 > ... > 9: labels 1 and 4 are in the top 5, 5 and 9 are not."""
+    from contextlib import nullcontext
+
+    from training.trainer import evaluate
+
+    class Ranked(torch.nn.Module):
+        def forward(self, images):
+            return torch.arange(10.0).flip(0).repeat(images.shape[0], 1)
+
+    batches = [(torch.zeros(2, 3, 4, 4), torch.tensor([1, 5])), (torch.zeros(2, 3, 4, 4), torch.tensor([4, 9]))]
+    top1, top5 = evaluate(Ranked(), batches, eval_protocol="full", num_classes=10, device=torch.device("cpu"),
+                          to_device=lambda images, labels: (images, labels), autocast=nullcontext)
+    assert (top1, top5) == (100.0, 50.0)  # top-4 would read 75, top-6 25, top-1 100
