@@ -61,29 +61,40 @@ def count_multiply_adds(model: nn.Module, input_size: tuple[int, ...] = INPUT_SI
     return counter.get_total_flops() // 2
 
 
-def layer_responses(model: nn.Module, images: torch.Tensor) -> list[float]:
+def layer_responses(model: nn.Module, images: torch.Tensor, *, chunk: int = 64) -> list[float]:
     """Paper Fig. 7: std of every 3x3 conv's BN output, before ReLU and addition, in forward order.
 
     The CIFAR stem is a 3x3 conv and counts (resnet20 -> 19 values: stem + 18 in blocks); the
-    ImageNet 7x7 stem and the 1x1 convs of bottlenecks and projections do not.
+    ImageNet 7x7 stem and the 1x1 convs of bottlenecks and projections do not. The images go through
+    in chunks of `chunk`, each layer's sum and sum of squares accumulated in float64, so memory stays
+    that of one chunk (512 ImageNet images in one pass need tens of GB); the result is the
+    one-pass (Bessel-corrected) std up to rounding.
     """
     model = _unwrap(model)
     if not hasattr(model, "conv_bn_pairs"):
         raise TypeError(f"model={type(model).__name__}: needs conv_bn_pairs() (build it with models.build_model)")
-    stds: list[float] = []
+    layers = [bn for conv, bn in model.conv_bn_pairs() if conv.kernel_size == (3, 3)]
+    totals = torch.zeros(len(layers), 3, dtype=torch.float64)  # count, sum, sum of squares
 
-    def record(_module: nn.Module, _inputs, output: torch.Tensor) -> None:
-        # read it now: the ReLU that follows may overwrite this tensor in place
-        stds.append(output.float().std().item())
+    def record(index: int):
+        def hook(_module: nn.Module, _inputs, output: torch.Tensor) -> None:
+            # read it now: the ReLU that follows may overwrite this tensor in place
+            values = output.detach().double()
+            totals[index] += torch.stack([torch.tensor(float(values.numel()), dtype=torch.float64),
+                                          values.sum().cpu(), values.square().sum().cpu()])
+        return hook
 
-    handles = [bn.register_forward_hook(record) for conv, bn in model.conv_bn_pairs() if conv.kernel_size == (3, 3)]
+    handles = [bn.register_forward_hook(record(i)) for i, bn in enumerate(layers)]
     try:
         with _evaluating(model):
-            model(images)
+            for start in range(0, images.shape[0], max(1, chunk)):
+                model(images[start:start + chunk])
     finally:
         for handle in handles:
             handle.remove()
-    return stds
+    count, total, squares = totals.unbind(1)
+    variance = (squares - total * total / count) / (count - 1).clamp(min=1)
+    return variance.clamp(min=0).sqrt().tolist()
 
 
 def shortcut_additions(model: nn.Module, images: torch.Tensor) -> int:

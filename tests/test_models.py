@@ -245,3 +245,22 @@ def test_models_command_lists_the_family_as_json_and_table():
     assert table.exit_code == 0
     assert "resnet1202-A" in table.output and "19.42M" in table.output
     assert "resnet50-B" not in table.output
+
+
+def test_layer_responses_in_chunks_equal_the_one_pass_std():
+    """Fig. 7 is measured chunk by chunk (GPU memory); the numbers are those of one pass over all images."""
+    torch.manual_seed(0)
+    model = models.build_model(20, variant="cifar")
+    images = torch.randn(50, 3, 32, 32)
+    one_pass: list[float] = []
+    hooks = [bn.register_forward_hook(lambda _m, _i, out: one_pass.append(out.float().std().item()))
+             for conv, bn in model.conv_bn_pairs() if conv.kernel_size == (3, 3)]
+    model.eval()
+    with torch.no_grad():
+        model(images)
+    for hook in hooks:
+        hook.remove()
+    chunked = models.layer_responses(model, images, chunk=7)
+    assert len(chunked) == len(one_pass) == 19
+    assert chunked == pytest.approx(one_pass, rel=1e-5)
+    assert models.layer_responses(model, images, chunk=1000) == pytest.approx(chunked, rel=1e-9)
