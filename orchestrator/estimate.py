@@ -46,19 +46,20 @@ def _resources(cell: Cell) -> dict[str, Any]:
     }
 
 
-def _train_images(spec_dataset_paths: dict[str, str], dataset: str) -> int:
-    """Training images from the prepared manifest where there is one, else the dataset's usual count."""
+def _train_images(path: str, dataset: str, split: str) -> int:
+    """Images of the split a cell trains on (train or trainval), from the prepared manifest where there is one,
+    else the dataset's usual count."""
     try:
-        manifest = load_manifest(spec_dataset_paths[dataset])
-        return int(manifest["splits"]["train"]["count"])
+        return int(load_manifest(path)["splits"][split]["count"])
     except (KeyError, TypeError, ValueError):  # DatasetError is a ValueError
-        return TRAIN_IMAGES[dataset]
+        usual = TRAIN_IMAGES[dataset]
+        return usual.get(split, usual["train"])
 
 
 def cell_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     """One row per cell: its name, id, arch, axes, resources and compute estimate."""
-    paths = {cell.dataset: cell.dataset_path for cell in cells}
-    images = {name: _train_images(paths, name) for name in paths}
+    keys = {(cell.dataset_path, cell.dataset, cell.train.train_split) for cell in cells}
+    images = {key: _train_images(*key) for key in keys}
     return [
         {
             "name": cell.name,
@@ -68,7 +69,7 @@ def cell_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
             "seed": cell.seed,
             "axes": dict(cell.axes),
             "resources": _resources(cell),
-            **cell_estimate(cell, images[cell.dataset]),
+            **cell_estimate(cell, images[(cell.dataset_path, cell.dataset, cell.train.train_split)]),
         }
         for cell in cells
     ]

@@ -4,7 +4,12 @@ Both paths share the crop geometry (the functions below are plain numpy, compile
 inside FFCV and called directly by the torch path), so they differ only in JPEG decoder and
 random draws:
 
-- 32x32 data (CIFAR, digits), training: 4-pixel zero pad + random 32 crop + horizontal flip.
+- 32x32 data (CIFAR, digits), training: horizontal flip, 4-pixel pad and random 32 crop, all on the
+  normalised batch (`random_flip_translate`, the same on both paths, one generator seeded by (seed,
+  rank, epoch)). The mean image is subtracted before the flip, at each pixel's own place (as Caffe's
+  data layer does), and the padding is added after it, so the border is exactly 0 in the network
+  input (the usual reading of the paper's "4 pixels are padded on each side"); with channel
+  normalisation the border is black, as torchvision's `RandomCrop(32, padding=4)` before `Normalize`.
 - ImageNet training, "scale" (paper, Sec. 3.4): shorter side random in [256, 480], random 224
   crop, flip. Cropping a (224 * shorter / s)-pixel square and resizing it to 224 is the same
   geometry as resizing the shorter side to s and cropping 224, without the large intermediate.
@@ -130,12 +135,10 @@ def ffcv_image_augmentations(view: ViewSpec, *, flip: bool = True) -> list:
 
     flip=False leaves the random flip out, for a later stage that fuses it (`FlipNormalizeToCHW`).
     """
-    from ffcv.transforms import RandomHorizontalFlip, RandomTranslate
+    from ffcv.transforms import RandomHorizontalFlip
 
-    ops: list = []
-    if view.train and view.small:
-        ops.append(RandomTranslate(padding=CIFAR_PAD, fill=(0, 0, 0)))
-    if view.train and flip:
+    ops: list = []  # 32x32 training: flip, pad and crop come after normalising (`random_flip_translate`)
+    if view.train and flip and not view.small:
         ops.append(RandomHorizontalFlip(FLIP_PROB))
     return ops
 
@@ -163,13 +166,7 @@ def torch_sample_view(image: np.ndarray, view: ViewSpec, rng: np.random.Generato
             i, j, h, w = center_crop(height, width, view.eval_crop_ratio)
         size = view.decode_size
         image = cv2.resize(image[i : i + h, j : j + w], (size, size), interpolation=cv2.INTER_AREA)
-    if view.train and view.small:
-        h, w = image.shape[:2]
-        frame = np.zeros((h + 2 * CIFAR_PAD, w + 2 * CIFAR_PAD, 3), np.uint8)
-        frame[CIFAR_PAD : CIFAR_PAD + h, CIFAR_PAD : CIFAR_PAD + w] = image
-        y, x = rng.integers(0, 2 * CIFAR_PAD + 1, size=2)
-        image = frame[y : y + h, x : x + w]
-    if view.train and rng.random() < FLIP_PROB:
+    if view.train and not view.small and rng.random() < FLIP_PROB:  # 32x32: on the batch, `random_flip_translate`
         image = image[:, ::-1]
     return np.array(image)  # a writable copy, never a view of the memory-mapped file
 
@@ -215,3 +212,19 @@ def pad_frame(images: torch.Tensor, pad: int, fill: torch.Tensor) -> torch.Tenso
     out = fill.view(1, c, 1, 1).to(images).expand(b, c, h + 2 * pad, w + 2 * pad).clone()
     out[..., pad : pad + h, pad : pad + w] = images
     return out
+
+
+def random_flip_translate(images: torch.Tensor, pad: int, fill: torch.Tensor,
+                          generator: torch.Generator) -> torch.Tensor:
+    """The 32x32 training augmentation of a normalised (B, C, H, W) batch: each image mirrored with FLIP_PROB,
+    padded by `pad` with `fill`, and an H x W window kept at a random offset in 0..2*pad on each axis (the draws
+    from `generator`, on the CPU: the same on both paths)."""
+    b, c, h, w = images.shape
+    flips = (torch.rand(b, generator=generator) < FLIP_PROB).to(images.device)
+    images = torch.where(flips.view(b, 1, 1, 1), images.flip(-1), images)
+    frame = pad_frame(images, pad, fill).flatten(2)  # (B, C, (H + 2 pad) * (W + 2 pad))
+    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator).to(images.device)
+    rows = offsets[:, :1] + torch.arange(h, device=images.device)  # (B, H)
+    cols = offsets[:, 1:] + torch.arange(w, device=images.device)  # (B, W)
+    index = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).flatten(1)  # (B, H * W)
+    return frame.gather(2, index[:, None, :].expand(b, c, h * w)).view(b, c, h, w)

@@ -16,14 +16,28 @@ LoaderName = Literal["ffcv", "torch"]
 # 10crop: corners + centre and their mirrors (paper Tables 2-3); multiscale: Table 4's fully
 # convolutional testing at shorter sides 224-640 (ImageNet-size data only)
 EvalProtocol = Literal["center", "10crop", "full", "multiscale"]
+# train: the training split proper (CIFAR's 45k of the paper's 45k/5k schedule search; ImageNet; digits);
+# trainval: every training image, val included (CIFAR's 50k, on which Table 6's models were trained)
+TrainSplit = Literal["train", "trainval"]
+# pixel_mean: subtract the training split's per-pixel mean image, divide by nothing (the paper, after AlexNet);
+# channel: subtract the per-channel mean and divide by the per-channel std (torchvision's recipes)
+Normalization = Literal["pixel_mean", "channel"]
 
 DATASETS: tuple[str, ...] = get_args(DatasetName)
 LOADERS: tuple[str, ...] = get_args(LoaderName)
 EVAL_PROTOCOLS: tuple[str, ...] = get_args(EvalProtocol)
+TRAIN_SPLITS: tuple[str, ...] = get_args(TrainSplit)
+NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 
 # Which network family a dataset trains: the 32x32 CIFAR-style nets or the 224x224 ImageNet ones.
 VARIANT_OF: dict[str, str] = {"cifar10": "cifar", "cifar100": "cifar", "digits": "cifar", "imagenet": "imagenet"}
 NUM_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "digits": 10, "imagenet": 1000}
-# Training images per epoch when no prepared manifest says otherwise (paper's CIFAR 45k/5k split).
-TRAIN_IMAGES: dict[str, int] = {"cifar10": 45_000, "cifar100": 45_000, "digits": 1_258, "imagenet": 1_281_167}
+# The splits each dataset can train on, with their images per epoch where no prepared manifest says
+# otherwise (CIFAR: the paper's 45k/5k split and the whole 50k; ImageNet's val is its test set, digits has none).
+TRAIN_IMAGES: dict[str, dict[str, int]] = {
+    "cifar10": {"train": 45_000, "trainval": 50_000},
+    "cifar100": {"train": 45_000, "trainval": 50_000},
+    "digits": {"train": 1_258},
+    "imagenet": {"train": 1_281_167},
+}
 assert set(VARIANT_OF) == set(NUM_CLASSES) == set(TRAIN_IMAGES) == set(DATASETS)

@@ -10,6 +10,17 @@ pipeline with numba when a Loader is created.
 
 FFCV reuses its output buffers: a batch is valid until `batches_ahead` more batches have been
 drawn; `clone()` what you keep.
+
+Normalisation (`normalization`), the same on both paths: "channel" is (x - mean) / std per channel;
+"pixel_mean" is the paper's x - mean image, divided by nothing, with the mean image of the split the
+model trains on (`stats_split`, also for the splits it is evaluated on). The mean image is shaped
+like each view: 32x32 data use it as stored; ImageNet's is stored as the centre square of the whole
+shorter side at 256x256 (see `pipelines.prepare`), which is exactly the mean of the "full" and
+"10crop" views (the crops are taken after subtracting), whose centre 224 square is exactly that of
+"center", and which is resized to 640 for "multiscale". A training crop is taken at a random scale
+and place, and the exact mean over such crops is a blurred, rescaled version of the centre mean:
+training views subtract the "center" mean (224), an approximation (the paper does not say how it
+matched its mean image to scale-augmented crops).
 """
 
 from __future__ import annotations
@@ -24,7 +35,9 @@ import torch
 
 from pipelines.augment import (
     CIFAR_PAD,
+    EVAL_RESIZE,
     FLIP_PROB,
+    MULTISCALE_SIDES,
     SMALL_IMAGE,
     TRAIN_CROPS,
     ViewSpec,
@@ -32,13 +45,12 @@ from pipelines.augment import (
     ffcv_image_decoder,
     lighting_offsets,
     pad_frame,
+    random_flip_translate,
     ten_crop,
     torch_sample_view,
 )
-from pipelines.catalog import EVAL_PROTOCOLS, LOADERS
+from pipelines.catalog import EVAL_PROTOCOLS, LOADERS, NORMALIZATIONS
 from pipelines.manifest import load_manifest
-
-NORMALIZATIONS = ("channel", "pixel")
 
 
 def shard_positions(
@@ -73,49 +85,87 @@ class LoaderSpec:
     drop_last: bool
     normalization: str
     lighting: float = 0.0  # std of AlexNet's PCA colour noise in training; 0 = off
+    stats_split: str = "train"  # whose mean image "pixel_mean" subtracts: the split the model trains on
 
     @property
     def shuffle(self) -> bool:
         return self.view.train
 
 
+def mean_image_for_view(mean_image: np.ndarray, view: ViewSpec) -> np.ndarray:
+    """The stored mean image (H x W x C, 0-255) shaped like the view each sample is decoded to (see the module doc)."""
+    import cv2
+
+    if view.small:
+        return mean_image
+    side = view.decode_size
+    if side == MULTISCALE_SIDES[-1]:
+        return cv2.resize(mean_image, (side, side), interpolation=cv2.INTER_LINEAR)
+    border = (EVAL_RESIZE - side) // 2  # 0 for the 256 views; the centre 224 square otherwise
+    return np.ascontiguousarray(mean_image[border : border + side, border : border + side])
+
+
 class _Normalizer:
-    """Batch-level work shared by both paths: uint8 -> normalised float, padding, ten-crop, layout."""
+    """Batch-level work shared by both paths: uint8 -> normalised float, padding, ten-crop, layout.
+
+    Both paths first apply the per-channel (mean, std) of `channel_stats` (FFCV's compiled stage on the
+    CPU, `from_uint8` otherwise: (0, 1) for "pixel_mean"); `finish` subtracts the mean image and does the rest.
+    """
 
     def __init__(self, spec: LoaderSpec):
         self.spec = spec
-        mean = torch.tensor(spec.manifest["mean"], dtype=torch.float32)
-        std = torch.tensor(spec.manifest["std"], dtype=torch.float32)
+        mean, std = (torch.tensor(v, dtype=torch.float32) for v in self.channel_stats(spec))
         self.mean, self.std = mean.to(spec.device), std.to(spec.device)
-        self.black = (-mean / std).to(spec.device)  # a zero pixel after normalisation
-        self.pixel_offset = None
-        if spec.normalization == "pixel":
-            image = np.load(spec.root / spec.manifest["mean_image_file"])  # H, W, C (0-255)
-            offset = (torch.from_numpy(image).permute(2, 0, 1) - mean.view(3, 1, 1)) / std.view(3, 1, 1)
-            self.pixel_offset = offset.to(spec.device)
+        # padded pixels: 0 after per-pixel mean subtraction; black (a zero pixel) with channel normalisation
+        pixel = spec.normalization == "pixel_mean"
+        self.pad_value = (torch.zeros(3) if pixel else -mean / std).to(spec.device)
+        self.pixel_mean = None
+        if pixel:
+            info = spec.manifest["splits"][spec.stats_split]
+            image = mean_image_for_view(np.load(spec.root / info["mean_image_file"]), spec.view)
+            self.pixel_mean = torch.from_numpy(image).float().permute(2, 0, 1).contiguous().to(spec.device)
+
+    @staticmethod
+    def channel_stats(spec: LoaderSpec) -> tuple[list[float], list[float]]:
+        """The per-channel (mean, std) both paths apply first: the manifest's, or (0, 1) before a mean image."""
+        if spec.normalization == "pixel_mean":
+            return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+        return list(spec.manifest["mean"]), list(spec.manifest["std"])
 
     def from_uint8(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) uint8 -> float32, channel-normalised."""
+        """(B, C, H, W) uint8 -> float32, with the per-channel (mean, std) applied."""
         return (images.float() - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
+
+    def _generator(self, epoch: int, *stream: int) -> torch.Generator:
+        entropy = np.random.SeedSequence([self.spec.seed, self.spec.rank, epoch, *stream]).generate_state(1)[0]
+        return torch.Generator().manual_seed(int(entropy))
 
     def lighting_generator(self, epoch: int) -> torch.Generator | None:
         """The epoch's source of lighting noise (None when off): the same draws on both paths and on resume."""
         if not (self.spec.view.train and self.spec.lighting > 0):
             return None
-        entropy = np.random.SeedSequence([self.spec.seed, self.spec.rank, epoch]).generate_state(1)[0]
-        return torch.Generator().manual_seed(int(entropy))
+        return self._generator(epoch)
 
-    def finish(self, images: torch.Tensor, lighting: torch.Generator | None = None) -> torch.Tensor:
-        """Channel-normalised (B, C, H, W) float -> what the loader yields (the batch may be changed in place)."""
+    def flip_crop_generator(self, epoch: int) -> torch.Generator | None:
+        """The epoch's source of 32x32 flips and crop offsets (None outside 32x32 training), like lighting's."""
+        if not (self.spec.view.train and self.spec.view.small):
+            return None
+        return self._generator(epoch, 1)
+
+    def finish(self, images: torch.Tensor, lighting: torch.Generator | None = None,
+               flip_crop: torch.Generator | None = None) -> torch.Tensor:
+        """(B, C, H, W) float after `from_uint8` -> what the loader yields (the batch may be changed in place)."""
         view = self.spec.view
+        if self.pixel_mean is not None:
+            images = images.sub_(self.pixel_mean)
         if lighting is not None:
             shift = lighting_offsets(images.shape[0], self.spec.lighting, lighting).to(self.std.device)
             images = images.add_((shift / self.std).view(-1, 3, 1, 1))
-        if self.pixel_offset is not None:
-            images = images - self.pixel_offset
+        if flip_crop is not None:  # after the mean image is subtracted: see pipelines.augment
+            images = random_flip_translate(images, CIFAR_PAD, self.pad_value, flip_crop)
         if view.ten_crop:
             if view.small:
-                images = pad_frame(images, CIFAR_PAD, self.black)
+                images = pad_frame(images, CIFAR_PAD, self.pad_value)
             return ten_crop(images, view.image_size).contiguous()
         if self.spec.channels_last:
             return images.contiguous(memory_format=torch.channels_last)
@@ -140,8 +190,8 @@ class FFCVImageLoader:
         on_cpu = spec.device.type == "cpu"
         image_pipe = [ffcv_image_decoder(spec.view), *ffcv_image_augmentations(spec.view, flip=not on_cpu)]
         if on_cpu:  # flip, normalise and transpose in one compiled pass, straight into an NCHW float buffer
-            flip_prob = FLIP_PROB if spec.view.train else 0.0
-            image_pipe += [FlipNormalizeToCHW(spec.manifest["mean"], spec.manifest["std"], flip_prob), ToTensor()]
+            flip_prob = FLIP_PROB if spec.view.train and not spec.view.small else 0.0  # 32x32: in `finish`
+            image_pipe += [FlipNormalizeToCHW(*_Normalizer.channel_stats(spec), flip_prob), ToTensor()]
         else:  # ship uint8 to the device, normalise there with torch (no cupy needed)
             image_pipe += [ToTensor(), ToDevice(spec.device, non_blocking=True), ToTorchImage(channels_last=True)]
         label_pipe: list = [IntDecoder(), ToTensor()]
@@ -173,6 +223,7 @@ class FFCVImageLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         lighting = self._norm.lighting_generator(self._loader.next_epoch)
+        flip_crop = self._norm.flip_crop_generator(self._loader.next_epoch)
         iterator = iter(self._loader)
         torch.set_num_threads(self._torch_threads)
         on_cpu = self.spec.device.type == "cpu"
@@ -183,7 +234,7 @@ class FFCVImageLoader:
                 images = self._norm.from_uint8(images)
             # FFCV's buffer itself where no batch-level step copies it: valid until `batches_ahead`
             # more batches are drawn (a fresh 38 MB tensor per batch costs more than decoding)
-            yield self._norm.finish(images, lighting), labels.view(-1)
+            yield self._norm.finish(images, lighting, flip_crop), labels.view(-1)
 
 
 def _shard_order_class():
@@ -349,20 +400,21 @@ class TorchImageLoader:
         # before the workers start: they are forked per epoch and inherit this seed
         self.dataset.reseed(self.spec.seed, self.spec.rank, self.current_epoch)
         lighting = self._norm.lighting_generator(self.current_epoch)
+        flip_crop = self._norm.flip_crop_generator(self.current_epoch)
         device = self.spec.device
         non_blocking = device.type == "cuda"
         for images, labels in self._loader:
             images = images.to(device, non_blocking=non_blocking)
             labels = labels.to(device, non_blocking=non_blocking)
-            yield self._norm.finish(self._norm.from_uint8(images), lighting), labels
+            yield self._norm.finish(self._norm.from_uint8(images), lighting, flip_crop), labels
 
 
 # --------------------------------------------------------------------------- entry point
 
 
 def _check_options(manifest: dict[str, Any], root: Path, split: str, *, train: bool, loader: str,
-                   eval_protocol: str, train_crop: str, normalization: str, lighting: float, batch_size: int,
-                   rank: int, world_size: int) -> None:
+                   eval_protocol: str, train_crop: str, normalization: str, stats_split: str, lighting: float,
+                   batch_size: int, rank: int, world_size: int) -> None:
     """ValueError naming the first option `build_loader` cannot honour for this prepared dataset."""
     if split not in manifest["splits"]:
         raise ValueError(f"split {split!r} not in {root} (has {', '.join(manifest['splits'])})")
@@ -374,8 +426,10 @@ def _check_options(manifest: dict[str, Any], root: Path, split: str, *, train: b
         raise ValueError(f"train_crop must be one of {TRAIN_CROPS}, not {train_crop!r}")
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, not {normalization!r}")
-    if normalization == "pixel" and ("mean_image_file" not in manifest or (not train and eval_protocol == "10crop")):
-        raise ValueError("normalization='pixel' needs 32x32 data with a mean image, and no 10-crop evaluation")
+    if normalization == "pixel_mean" and "mean_image_file" not in manifest["splits"].get(stats_split, {}):
+        raise ValueError(f"normalization='pixel_mean' needs the mean image of split {stats_split!r}, which {root} "
+                         "lacks (prepared before resnetctl stored one per training split: run `resnetctl prepare` "
+                         "again)")
     if eval_protocol == "multiscale" and int(manifest["image_size"]) <= SMALL_IMAGE:
         raise ValueError(f"eval_protocol='multiscale' is for ImageNet-size images, not {manifest['image_size']}px ones")
     if not 0 <= lighting <= 10:
@@ -403,6 +457,7 @@ def build_loader(
     drop_last: bool | None = None,
     train_crop: str = "scale",
     normalization: str = "channel",
+    stats_split: str = "train",
     lighting: float = 0.0,
 ) -> Any:
     """A loader for `split` of the dataset prepared in `root`, for this rank of `world_size`.
@@ -411,14 +466,15 @@ def build_loader(
     disjoint shards, drop_last by default. train=False: sequential order, no augmentation,
     `eval_protocol` in center | 10crop | full | multiscale, shards that together cover the split.
     train_crop (ImageNet): "scale" (paper) or "rrc" (RandomResizedCrop); normalization:
-    "channel" (mean/std) or "pixel" (per-pixel mean image, 32x32 data only); lighting: std of
-    AlexNet's PCA colour noise in training (0.1 in AlexNet and the paper's recipe; 0 = off).
+    "channel" (mean/std) or "pixel_mean" (the paper: minus the mean image of `stats_split`, the split
+    the model trains on, for evaluation splits too); lighting: std of AlexNet's PCA colour noise in
+    training (0.1 in AlexNet and the paper's recipe; 0 = off).
     """
     manifest = load_manifest(root)
     root = Path(root)
     _check_options(manifest, root, split, train=train, loader=loader, eval_protocol=eval_protocol,
-                   train_crop=train_crop, normalization=normalization, lighting=lighting,
-                   batch_size=batch_size, rank=rank, world_size=world_size)
+                   train_crop=train_crop, normalization=normalization, stats_split=stats_split,
+                   lighting=lighting, batch_size=batch_size, rank=rank, world_size=world_size)
     view = ViewSpec(int(manifest["image_size"]), train, eval_protocol, train_crop)
     spec = LoaderSpec(
         path=root / manifest["splits"][split]["file"],
@@ -435,5 +491,6 @@ def build_loader(
         drop_last=train if drop_last is None else drop_last,
         normalization=normalization,
         lighting=float(lighting),
+        stats_split=stats_split,
     )
     return FFCVImageLoader(spec) if loader == "ffcv" else TorchImageLoader(spec)

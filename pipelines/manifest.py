@@ -18,8 +18,9 @@ class DatasetError(UserError, ValueError):
 def load_manifest(root: str | Path) -> dict[str, Any]:
     """Read `root/manifest.json` of a prepared dataset, checking that its split files exist.
 
-    Keys: dataset, num_classes, image_size, classes, splits {name: {count, file}}, source_checksum,
-    writer (settings), split_seed.
+    Keys: dataset, num_classes, image_size, classes, splits {name: {count, file[, mean_image_file,
+    mean_image_count]}} (the mean image only for splits a cell may train on), source_checksum, writer
+    (settings), split_seed.
     """
     root = Path(root)
     if not root.is_dir():
@@ -41,7 +42,8 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
     for split, info in manifest["splits"].items():
         if not isinstance(info, dict) or "file" not in info:
             raise DatasetError(f"{path}: manifest split '{split}' lacks 'file'")
-        data_file = root / info["file"]
-        if not data_file.is_file():
-            raise DatasetError(f"{data_file}: split '{split}' listed in the manifest is missing")
+        for key in ("file", "mean_image_file"):
+            data_file = root / info[key] if key in info else None
+            if data_file is not None and not data_file.is_file():
+                raise DatasetError(f"{data_file}: split '{split}' listed in the manifest is missing")
     return manifest

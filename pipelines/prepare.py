@@ -3,6 +3,18 @@
 Every file is first written under a temporary name in the target folder and renamed into place
 only when all splits have been written and checked, the manifest last: a failed or interrupted
 `prepare` never leaves a `.beton` that later looks whole.
+
+Beside the splits it stores what the paper normalises with (Sec. 3.4, 4.2: "the per-pixel mean
+subtracted"): for each split a cell may train on, the mean image of that split. For 32x32 data it is
+the exact mean of the stored images. For ImageNet it is the mean, over a seeded sample of training
+images (`mean_sample`, recorded in the manifest), of each image's centre square of the whole shorter
+side resized to 256x256: the view the "full" protocol decodes, whose centre 224 square is the
+"center" view (the loaders derive every view's mean from it). Per-channel mean/std (the `channel`
+normalisation) come from the train split for 32x32 data and are torchvision's constants for ImageNet.
+
+ImageNet images are stored by their shorter side (`shorter_side`, default 480: the paper's largest
+training scale), shrunk as they are read and never enlarged; FFCV's `max_resolution`, which caps the
+longer side, is left off.
 """
 
 from __future__ import annotations
@@ -21,9 +33,11 @@ import numpy as np
 from tqdm import tqdm
 
 from pipelines.manifest import MANIFEST_NAME, DatasetError
-from pipelines.sources import RawDataset, SplitSource, load_source
+from pipelines.sources import ArraySamples, RawDataset, SplitSource, load_source
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: per-split mean images, trainval (CIFAR), ImageNet stored by its shorter side
+MEAN_IMAGE_SIDE = 256  # ImageNet: the mean image is of the centre square at this side (the "full" view)
+MEAN_CHUNK = 2048  # images summed at a time (float64), so a 50k split never needs a 1 GB copy
 # ImageNet statistics (0-255), used where computing them over the training set is too costly
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -31,13 +45,16 @@ WRITER_DEFAULTS: dict[str, Any] = {
     "num_workers": 2,
     "chunksize": 100,
     "page_size": None,  # None: 2 MiB for 32x32 data, 8 MiB (FFCV default) otherwise
-    # ImageNet only (32x32 sets are stored raw): FFCV's ImageNet example uses 256-512 and quality 90
-    "max_resolution": 256,
+    # ImageNet only (32x32 sets are stored raw): shorter side of the stored images (larger ones shrunk to it,
+    # smaller ones kept; 480 = the paper's largest training scale, so training never upsamples a stored image
+    # that was larger), JPEG quality 90 as in FFCV's ImageNet example
+    "shorter_side": 480,
     "jpeg_quality": 90,
     "write_mode": "jpg",
     "compress_probability": 0.5,
     "progress": False,  # FFCV's tqdm bars on stderr
     "val_size": 5000,  # CIFAR: images held out of the training batches for validation (the paper's 45k/5k)
+    "mean_sample": 10_000,  # ImageNet: training images (seeded sample) averaged into the per-pixel mean image
 }
 
 
@@ -73,9 +90,9 @@ def _fields(raw: RawDataset, opts: dict[str, Any]):
     if raw.image_size <= 64:  # small images: raw pixels, the fastest to decode and bit-exact
         image = RGBImageField(write_mode="raw")
     else:
-        image = RGBImageField(
+        image = RGBImageField(  # already sized by the reader (shorter_side): no cap on the longer side here
             write_mode=opts["write_mode"],
-            max_resolution=opts["max_resolution"],
+            max_resolution=None,
             jpeg_quality=opts["jpeg_quality"],
             compress_probability=opts["compress_probability"],
         )
@@ -108,14 +125,50 @@ def _write_split(split: str, source: SplitSource, path: Path, raw: RawDataset, o
         )
 
 
-def _channel_stats(source: SplitSource) -> tuple[list[float], list[float], np.ndarray | None]:
-    """Per-channel mean/std (0-255) and the per-pixel mean image of an in-memory split."""
-    samples = source.samples
-    images = samples.images[samples.indices] if hasattr(samples, "images") else None
-    if images is None:
-        return list(IMAGENET_MEAN), list(IMAGENET_STD), None
-    pixels = images.reshape(-1, 3).astype(np.float64)
-    return pixels.mean(0).tolist(), pixels.std(0).tolist(), images.astype(np.float64).mean(0).astype(np.float32)
+def _array_moments(samples: ArraySamples) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel mean and mean square (float64, H x W x C, 0-255) of an in-memory split."""
+    total = np.zeros(samples.images.shape[1:], np.float64)
+    squares = np.zeros_like(total)
+    for start in range(0, len(samples.indices), MEAN_CHUNK):
+        chunk = samples.images[samples.indices[start:start + MEAN_CHUNK]].astype(np.float64)
+        total += chunk.sum(0)
+        squares += np.square(chunk).sum(0)
+    return total / len(samples.indices), squares / len(samples.indices)
+
+
+def _sampled_mean_image(source: SplitSource, sample: int, seed: int) -> tuple[np.ndarray, int]:
+    """ImageNet: the mean of a seeded sample's centre squares (whole shorter side) at MEAN_IMAGE_SIDE; (image, n)."""
+    import cv2
+
+    from pipelines.augment import center_crop
+
+    count = len(source.samples)
+    picks = np.sort(np.random.default_rng(seed).choice(count, size=min(count, sample), replace=False))
+    total = np.zeros((MEAN_IMAGE_SIDE, MEAN_IMAGE_SIDE, 3), np.float64)
+    for index in picks:
+        image, _ = source.samples[int(index)]
+        i, j, h, w = center_crop(*image.shape[:2], 1.0)
+        total += cv2.resize(image[i:i + h, j:j + w], (MEAN_IMAGE_SIDE, MEAN_IMAGE_SIDE), interpolation=cv2.INTER_AREA)
+    return total / len(picks), len(picks)
+
+
+def _statistics(raw: RawDataset, opts: dict[str, Any], seed: int):
+    """Per-channel mean/std (0-255), where they come from, and {split: (mean image, images averaged)}."""
+    means: dict[str, tuple[np.ndarray, int]] = {}
+    mean, std, stats_from = list(IMAGENET_MEAN), list(IMAGENET_STD), "standard ImageNet constants"
+    for split in raw.train_splits:
+        samples = raw.splits[split].samples
+        if isinstance(samples, ArraySamples):
+            image, squares = _array_moments(samples)
+            means[split] = (image, len(samples))
+            if split == "train":
+                channel_mean = image.reshape(-1, 3).mean(0)
+                channel_var = squares.reshape(-1, 3).mean(0) - np.square(channel_mean)
+                mean, std = channel_mean.tolist(), np.sqrt(np.maximum(channel_var, 0)).tolist()
+                stats_from = "train split"
+        else:
+            means[split] = _sampled_mean_image(raw.splits[split], int(opts["mean_sample"]), seed)
+    return mean, std, stats_from, means
 
 
 def _writer_options(root, writer_options: dict[str, Any]) -> dict[str, Any]:
@@ -128,12 +181,18 @@ def _writer_options(root, writer_options: dict[str, Any]) -> dict[str, Any]:
         raise DatasetError(f"{root}: write_mode must be jpg, raw, smart or proportion, not {opts['write_mode']!r}")
     if not 1 <= int(opts["jpeg_quality"]) <= 100:
         raise DatasetError(f"{root}: jpeg_quality must be in 1..100, not {opts['jpeg_quality']}")
+    if int(opts["shorter_side"]) < 1 or int(opts["mean_sample"]) < 1:
+        raise DatasetError(f"{root}: shorter_side and mean_sample must be positive")
     return opts
 
 
 def _manifest(raw, splits: dict[str, dict[str, Any]], source, opts: dict[str, Any], mean: list[float],
               std: list[float], extra: dict[str, Any]) -> dict[str, Any]:
-    """What `manifest.json` records: the splits, the normalisation statistics, where the data came from."""
+    """What `manifest.json` records: the splits, the normalisation statistics, where the data came from.
+
+    A split a cell may train on also names its mean image (`mean_image_file`, H x W x C float32, 0-255)
+    and how many images were averaged into it (`mean_image_count`).
+    """
     return {
         "manifest_version": MANIFEST_VERSION,
         "dataset": raw.name,
@@ -144,13 +203,15 @@ def _manifest(raw, splits: dict[str, dict[str, Any]], source, opts: dict[str, An
         "test_split": raw.notes.get("test_split", "test"),
         "mean": mean,
         "std": std,
-        "stats_from": "train split" if "mean_image_file" in extra else "standard ImageNet constants",
+        "mean_image_view": f"the stored {raw.image_size}x{raw.image_size} image" if raw.image_size <= 64 else (
+            f"centre square of the whole shorter side, resized to {MEAN_IMAGE_SIDE}x{MEAN_IMAGE_SIDE}; a seeded "
+            f"sample of at most {opts['mean_sample']} training images"),
         "source": str(Path(source).resolve()) if source is not None else None,
         "source_checksum": raw.source_checksum,
         "split_seed": raw.split_seed,
         "writer": {
             "image_field": "raw" if raw.image_size <= 64 else opts["write_mode"],
-            **{k: opts[k] for k in ("max_resolution", "jpeg_quality") if raw.image_size > 64},
+            **{k: opts[k] for k in ("shorter_side", "jpeg_quality") if raw.image_size > 64},
             "page_size": opts["page_size"],
             "ffcv": _ffcv_version(),
         },
@@ -170,8 +231,9 @@ def prepare_dataset(
 ) -> dict:
     """Write `root/<split>.beton` for each split and `root/manifest.json`; return the manifest.
 
-    writer_options: num_workers, chunksize, page_size, progress, val_size (CIFAR), and for ImageNet max_resolution,
-    jpeg_quality, write_mode ("jpg" | "raw" | "smart" | "proportion"), compress_probability.
+    writer_options: num_workers, chunksize, page_size, progress, val_size (CIFAR; 0: no val, trainval = train),
+    and for ImageNet shorter_side, mean_sample, jpeg_quality, write_mode ("jpg" | "raw" | "smart" |
+    "proportion"), compress_probability. `seed` splits CIFAR's val off and draws ImageNet's mean-image sample.
     An unreadable image fails the whole prepare (nothing is skipped silently).
     """
     opts = _writer_options(root, writer_options)
@@ -179,7 +241,8 @@ def prepare_dataset(
     if root.exists() and not root.is_dir():
         raise DatasetError(f"{root}: exists and is not a folder")
 
-    raw = load_source(name, source, download=download, seed=seed, val_size=int(opts["val_size"]))
+    raw = load_source(name, source, download=download, seed=seed, val_size=int(opts["val_size"]),
+                      shorter_side=int(opts["shorter_side"]))
     opts["page_size"] = int(opts["page_size"] or (1 << 21 if raw.image_size <= 64 else 1 << 23))
     for split, src in raw.splits.items():
         if len(src.samples) == 0:
@@ -197,16 +260,17 @@ def prepare_dataset(
             _write_split(split, src, tmp, raw, opts)
             splits[split] = {"count": len(src.samples), "file": final.name}
 
-        mean, std, mean_image = _channel_stats(raw.splits["train"])
-        extra: dict[str, Any] = {}
-        if mean_image is not None:
-            final = root / "mean_image.npy"
-            tmp = root / f".mean_image{tag}.npy"
+        mean, std, stats_from, mean_images = _statistics(raw, opts, seed)
+        for split, (image, count) in mean_images.items():
+            final = root / f"{split}_mean_image.npy"
+            tmp = root / f".{split}_mean_image{tag}.npy"
             pending.append((tmp, final))
-            np.save(tmp, mean_image)
-            extra["mean_image_file"] = final.name
+            np.save(tmp, image.astype(np.float32))
+            splits[split].update(mean_image_file=final.name, mean_image_count=count)
+        for alias, split in raw.aliases.items():
+            splits[alias] = dict(splits[split])
 
-        manifest = _manifest(raw, splits, source, opts, mean, std, extra)
+        manifest = _manifest(raw, splits, source, opts, mean, std, {"stats_from": stats_from})
         tmp = root / f".{MANIFEST_NAME}{tag}"
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         pending.append((tmp, root / MANIFEST_NAME))

@@ -1,14 +1,14 @@
 """Raw datasets as in-memory or on-disk sources, each split a sequence of (HxWx3 uint8 image, label).
 
 The readers use the libraries' own dataset classes (scikit-learn's digits, torchvision's
-CIFAR10/CIFAR100 and ImageFolder) and turn every way the input can be wrong into one
-`DatasetError` that names the path and the problem, before anything is written.
+ImageFolder; CIFAR's pickles through `pipelines.safe_pickle`, which never runs code from a file)
+and turn every way the input can be wrong into one `DatasetError` that names the path and the
+problem, before anything is written.
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,7 @@ import numpy as np
 
 from pipelines.catalog import DATASETS
 from pipelines.manifest import DatasetError
+from pipelines.safe_pickle import CifarPickleError, read_cifar_split
 
 # torchvision's ImageFolder extensions (IMG_EXTENSIONS), matched case-insensitively
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -40,6 +41,10 @@ class RawDataset:
     source_checksum: str
     split_seed: int | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    # the splits a cell may train on (each gets its own per-pixel mean image), and splits that are another
+    # split's file under a second name (CIFAR prepared with no val: trainval is train)
+    train_splits: tuple[str, ...] = ("train",)
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 class ArraySamples(Sequence):
@@ -110,28 +115,39 @@ def load_digits_source(seed: int = 0, *, val_fraction: float = 0.1, test_fractio
 # --------------------------------------------------------------------------- CIFAR
 
 
-def _cifar_classes(name: str):
-    """torchvision's class, with the md5 check relaxed to presence: we check structure ourselves
-    and record our own checksum, so that re-packed or test-written batches in the exact layout load."""
+def _cifar_class(name: str):
+    """torchvision's class: the layout (folder, file names, meta key) and where the official archive is.
+
+    It is never instantiated: it would unpickle the batches with the stock unpickler, which runs whatever
+    a planted file asks for. `pipelines.safe_pickle` reads them; re-packed or test-written batches in the
+    exact layout load (we check structure ourselves and record our own checksum).
+    """
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    base = CIFAR10 if name == "cifar10" else CIFAR100
+    return CIFAR10 if name == "cifar10" else CIFAR100
 
-    class _LayoutChecked(base):  # type: ignore[misc, valid-type]
-        train_list = [[f, None] for f, _ in base.train_list]
-        test_list = [[f, None] for f, _ in base.test_list]
-        meta = {**base.meta, "md5": None}
 
-    return base, _LayoutChecked
+def _download_cifar(base, source: Path) -> None:
+    """torchvision's download of the official archive, checked against its md5 before it is extracted."""
+    from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+
+    folder = source / base.base_folder
+    if not all(check_integrity(str(folder / f), md5) for f, md5 in base.train_list + base.test_list):
+        download_and_extract_archive(base.url, str(source), filename=base.filename, md5=base.tgz_md5)
 
 
 def load_cifar_source(name: str, source: Path, *, download: bool, seed: int, val_size: int = 5000) -> RawDataset:
-    """The `cifar-10-batches-py` / `cifar-100-python` pickles via torchvision; the paper's seeded 45k/5k split."""
-    base, checked = _cifar_classes(name)
+    """The `cifar-10-batches-py` / `cifar-100-python` pickles via torchvision; the paper's seeded 45k/5k split.
+
+    Besides train (45k) and val (5k) it offers trainval, every training image: the paper chose its
+    schedule on 45k/5k and trained Table 6's models on all 50k. With val_size 0 there is no val and
+    trainval is train under a second name.
+    """
+    base = _cifar_class(name)
     if download:
         source.mkdir(parents=True, exist_ok=True)
         try:
-            base(root=str(source), train=True, download=True)
+            _download_cifar(base, source)
         except Exception as exc:  # network errors come in many types
             raise DatasetError(f"{source}: downloading {name} failed ({exc})") from exc
     if not source.is_dir():
@@ -148,58 +164,68 @@ def load_cifar_source(name: str, source: Path, *, download: bool, seed: int, val
             raise DatasetError(f"{folder / fname}: missing file of the {name} pickle layout")
     parts = {}
     for train in (True, False):
-        current = None
+        batches = [f for f, _ in (base.train_list if train else base.test_list)]
         try:
-            ds = checked(root=str(source), train=train)
-        except (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
-            current = _first_bad_pickle(folder, files)
-            raise DatasetError(f"{current or folder}: unreadable {name} pickle ({type(exc).__name__}: {exc})") from exc
-        data = np.asarray(ds.data)
-        targets = np.asarray(ds.targets, dtype=np.int64)
+            data, targets, classes = read_cifar_split(folder, batches, base.meta["filename"], base.meta["key"])
+        except CifarPickleError as exc:
+            raise DatasetError(f"{exc.path}: unreadable {name} pickle ({exc})") from None
+        except OSError as exc:
+            raise DatasetError(f"{folder}: unreadable {name} pickle ({exc.strerror or exc})") from None
         if data.dtype != np.uint8 or data.ndim != 4 or data.shape[1:] != (32, 32, 3) or len(data) != len(targets):
             raise DatasetError(f"{folder}: {name} batches hold {data.shape} {data.dtype}, expected N x 3072 uint8")
-        parts[train] = (data, targets, list(ds.classes))
+        parts[train] = (data, targets, classes)
     train_x, train_y, classes = parts[True]
     test_x, test_y, _ = parts[False]
     for labels, split in ((train_y, "train"), (test_y, "test")):
         if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
             raise DatasetError(f"{folder}: {split} labels outside 0..{len(classes) - 1}")
-    if len(train_x) <= val_size:
+    if val_size < 0 or len(train_x) <= val_size:
         raise DatasetError(f"{folder}: {len(train_x)} training images, need more than the {val_size} held out for val")
     kept, held = seeded_holdout(len(train_x), val_size, seed)
+    splits = {"train": SplitSource(ArraySamples(train_x, train_y, kept))}
+    if val_size:
+        splits["val"] = SplitSource(ArraySamples(train_x, train_y, held))
+        splits["trainval"] = SplitSource(ArraySamples(train_x, train_y))
+    splits["test"] = SplitSource(ArraySamples(test_x, test_y))
     return RawDataset(
         name=name,
         classes=classes,
         image_size=32,
-        splits={
-            "train": SplitSource(ArraySamples(train_x, train_y, kept)),
-            "val": SplitSource(ArraySamples(train_x, train_y, held)),
-            "test": SplitSource(ArraySamples(test_x, test_y)),
-        },
+        splits=splits,
         source_checksum=_sha256_files([folder / f for f in files]),
         split_seed=seed,
         notes={"val_from": "train", "val_size": val_size},
+        train_splits=("train", "trainval") if val_size else ("train",),
+        aliases={} if val_size else {"trainval": "train"},
     )
-
-
-def _first_bad_pickle(folder: Path, files: Sequence[str]) -> Path | None:
-    for fname in files:
-        try:
-            with open(folder / fname, "rb") as fh:
-                pickle.load(fh, encoding="latin1")
-        except Exception:
-            return folder / fname
-    return None
 
 
 # --------------------------------------------------------------------------- ImageNet-style folder
 
 
-class DecodedFolder(Sequence):
-    """ImageFolder samples decoded to HxWx3 uint8 RGB with PIL; a bad file raises DatasetError."""
+def shrink_to_shorter_side(image: np.ndarray, shorter_side: int | None) -> np.ndarray:
+    """`image` resized (area filter) so that its shorter side is `shorter_side`; never enlarged.
 
-    def __init__(self, samples: list[tuple[str, int]]):
+    FFCV's own `max_resolution` caps the longer side: 256 would store a 4:3 photo at 256x192, and the
+    paper's scale augmentation (shorter side 256..480) would then upsample every training image.
+    """
+    import cv2
+
+    height, width = image.shape[:2]
+    shorter = min(height, width)
+    if shorter_side is None or shorter <= shorter_side:
+        return image
+    size = (shorter_side, max(1, round(width * shorter_side / height))) if height <= width else \
+        (max(1, round(height * shorter_side / width)), shorter_side)
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+class DecodedFolder(Sequence):
+    """ImageFolder samples decoded to HxWx3 uint8 RGB with PIL, shrunk to `shorter_side`; a bad file raises DatasetError."""
+
+    def __init__(self, samples: list[tuple[str, int]], shorter_side: int | None = None):
         self.samples = samples
+        self.shorter_side = shorter_side
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -213,11 +239,14 @@ class DecodedFolder(Sequence):
                 rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad files
             raise DatasetError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from exc
-        return rgb, int(label)
+        return shrink_to_shorter_side(rgb, self.shorter_side), int(label)
 
 
-def load_imagenet_source(source: Path) -> RawDataset:
-    """`train/<wnid>/*.JPEG` and `val/<wnid>/*.JPEG` through torchvision's ImageFolder; val doubles as test."""
+def load_imagenet_source(source: Path, shorter_side: int | None = None) -> RawDataset:
+    """`train/<wnid>/*.JPEG` and `val/<wnid>/*.JPEG` through torchvision's ImageFolder; val doubles as test.
+
+    Images whose shorter side exceeds `shorter_side` are shrunk to it as they are read (None: kept as they are).
+    """
     from torchvision.datasets import ImageFolder
 
     if not source.is_dir():
@@ -242,7 +271,8 @@ def load_imagenet_source(source: Path) -> RawDataset:
             missing = sorted(set(classes) ^ set(class_dirs))
             raise DatasetError(f"{folder}: class folders differ from train/ ({', '.join(missing[:5])})")
         dataset = ImageFolder(str(folder), loader=str)  # list only; DecodedFolder decodes
-        splits[split] = SplitSource(DecodedFolder(list(dataset.samples)), paths=[p for p, _ in dataset.samples])
+        splits[split] = SplitSource(DecodedFolder(list(dataset.samples), shorter_side),
+                                    paths=[p for p, _ in dataset.samples])
         listed.extend(Path(p) for p, _ in dataset.samples)
     assert classes is not None
     digest = hashlib.sha256()
@@ -259,7 +289,8 @@ def load_imagenet_source(source: Path) -> RawDataset:
 
 
 def load_source(
-    name: str, source: str | Path | None, *, download: bool, seed: int, val_size: int = 5000
+    name: str, source: str | Path | None, *, download: bool, seed: int, val_size: int = 5000,
+    shorter_side: int | None = None,
 ) -> RawDataset:
     if name not in DATASETS:
         raise DatasetError(f"{name}: unknown dataset (choose from {', '.join(DATASETS)})")
@@ -271,4 +302,4 @@ def load_source(
         return load_cifar_source(name, Path(source), download=download, seed=seed, val_size=val_size)
     if download:
         raise DatasetError(f"{source}: ImageNet cannot be downloaded; point --source at an ImageNet-style folder")
-    return load_imagenet_source(Path(source))
+    return load_imagenet_source(Path(source), shorter_side)

@@ -132,3 +132,42 @@ def imagenet_root(tmp_path_factory):
     root = base / "prepared"
     prepare_dataset("imagenet", root, source=base / "raw", num_workers=1)
     return root
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(scope="session")
+def cifar10_layout():
+    """Writes a small CIFAR-10 in the real `cifar-10-batches-py` pickle layout and returns its arrays:
+    `write(parent, *, per_batch=100, test=100, seed=0) -> (train_x, train_y, test_x, test_y)`, the images
+    N x 32 x 32 x 3 uint8 (random pixels) and the labels int64, in file order (data_batch_1..5, test_batch)."""
+    import pickle
+
+    import numpy as np
+
+    def write(parent, *, per_batch: int = 100, test: int = 100, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        folder = parent / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        train_x = rng.integers(0, 256, size=(5 * per_batch, 32, 32, 3), dtype=np.uint8)
+        train_y = rng.integers(0, 10, size=5 * per_batch)
+        test_x = rng.integers(0, 256, size=(test, 32, 32, 3), dtype=np.uint8)
+        test_y = rng.integers(0, 10, size=test)
+
+        def dump(name, x, y):
+            entry = {"batch_label": name, "labels": [int(v) for v in y], "filenames": [f"{k}.png" for k in range(len(x))],
+                     "data": x.transpose(0, 3, 1, 2).reshape(len(x), 3072).copy()}  # rows of R, G, B planes
+            with open(folder / name, "wb") as fh:
+                pickle.dump(entry, fh, protocol=2)
+
+        for b in range(5):
+            part = slice(b * per_batch, (b + 1) * per_batch)
+            dump(f"data_batch_{b + 1}", train_x[part], train_y[part])
+        dump("test_batch", test_x, test_y)
+        with open(folder / "batches.meta", "wb") as fh:
+            pickle.dump({"label_names": CIFAR10_CLASSES, "num_cases_per_batch": per_batch, "num_vis": 3072}, fh,
+                        protocol=2)
+        return train_x, train_y.astype(np.int64), test_x, test_y.astype(np.int64)
+
+    return write

@@ -96,7 +96,7 @@ def test_manifest_records_the_paper_split(cifar):
     assert manifest["dataset"] == "cifar10" and manifest["num_classes"] == 10
     assert manifest["classes"][0] == "airplane"
     assert {k: v["count"] for k, v in manifest["splits"].items()} == {
-        "train": 5 * PER_BATCH - VAL, "val": VAL, "test": TEST,
+        "train": 5 * PER_BATCH - VAL, "val": VAL, "trainval": 5 * PER_BATCH, "test": TEST,
     }
     assert manifest["split_seed"] == 7 and manifest["notes"]["val_size"] == VAL
     assert manifest["source_checksum"].startswith("sha256:")

@@ -16,7 +16,7 @@ def test_manifest_of_an_imagenet_folder(imagenet_root):
     assert manifest["classes"] == ["n01440764", "n01443537"]
     assert {k: v["count"] for k, v in manifest["splits"].items()} == {"train": 6, "val": 4}
     assert manifest["test_split"] == "val"  # val doubles as test, and says so
-    assert manifest["writer"]["max_resolution"] == 256 and manifest["writer"]["jpeg_quality"] == 90
+    assert manifest["writer"]["shorter_side"] == 480 and manifest["writer"]["jpeg_quality"] == 90
 
 
 def test_scale_augmentation_crop_geometry():

@@ -84,10 +84,10 @@ def test_download_fetches_checks_extracts_and_prepares(cifar_mirror):
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)  # progress went to stderr
     counts = {name: info["count"] for name, info in manifest["splits"].items()}
-    assert counts == {"train": 5 * PER_BATCH - VAL, "val": VAL, "test": TEST}
+    assert counts == {"train": 5 * PER_BATCH - VAL, "val": VAL, "trainval": 5 * PER_BATCH, "test": TEST}
     assert (folder / "cifar10-raw" / "cifar-10-python.tar.gz").is_file()  # beside the root, as the help says
     assert (folder / "cifar10-raw" / "cifar-10-batches-py" / "data_batch_1").is_file()
-    assert sorted(p.name for p in root.glob("*.beton")) == ["test.beton", "train.beton", "val.beton"]
+    assert sorted(p.name for p in root.glob("*.beton")) == ["test.beton", "train.beton", "trainval.beton", "val.beton"]
     # a second run finds the verified archive and does not fetch it again
     again = _prepare(folder / "again", "--source", str(folder / "cifar10-raw"))
     assert again.exit_code == 0, again.output

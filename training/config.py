@@ -12,7 +12,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.catalog import EvalProtocol, LoaderName
+from pipelines.catalog import EvalProtocol, LoaderName, Normalization, TrainSplit
 
 # off: float32; bf16 / fp16: torch.autocast on GPUs (fp16 with a gradient scaler); CPUs train in float32
 AmpMode = Literal["off", "bf16", "fp16"]
@@ -64,6 +64,12 @@ class TrainConfig(BaseModel):
     eval_protocol: EvalProtocol = Field("full", description=(
         "test view: full, center, 10crop (Tables 2-3) or multiscale (Table 4, ImageNet only)"))
     lighting: float = Field(0.0, ge=0, le=10, description="std of AlexNet's PCA colour noise in training (0: off)")
+    train_split: TrainSplit = Field("train", description=(
+        "the split trained on: train (CIFAR's 45k, the paper's schedule search) or trainval (CIFAR's whole 50k "
+        "training set, Table 6; val is then part of the training data and not evaluated)"))
+    normalization: Normalization = Field("pixel_mean", description=(
+        "pixel_mean: subtract the training split's per-pixel mean image, divide by nothing (the paper); "
+        "channel: per-channel mean and std"))
     zero_init_residual: bool = Field(False, description=(
         "start each block's last BN at zero (not in the paper; refused for plain nets)"))
     stride_in_1x1: bool = Field(True, description=(

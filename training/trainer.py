@@ -60,12 +60,20 @@ def build_loaders(cfg: TrainConfig, dataset_path: str, splits: set[str], *, batc
                   world_size: int, seed: int, device: torch.device, channels_last: bool):
     """This worker's shard of the training split, and of each evaluation split (val, test) the data has."""
     common = {"rank": rank, "world_size": world_size, "seed": seed, "loader": cfg.loader, "batch_size": batch_size,
-              "num_workers": cfg.num_workers, "device": str(device), "channels_last": channels_last}
-    train = pipelines.build_loader(dataset_path, "train", train=True, lighting=cfg.lighting, **common)
+              "num_workers": cfg.num_workers, "device": str(device), "channels_last": channels_last,
+              # every split is normalised with the statistics of the split the network trains on
+              "normalization": cfg.normalization, "stats_split": cfg.train_split}
+    train = pipelines.build_loader(dataset_path, cfg.train_split, train=True, lighting=cfg.lighting, **common)
     evaluation = {split: pipelines.build_loader(dataset_path, split, train=False, eval_protocol=cfg.eval_protocol,
                                                 **common)
-                  for split in ("val", "test") if split in splits}
+                  for split in held_out_splits(cfg, splits)}
     return train, evaluation
+
+
+def held_out_splits(cfg: TrainConfig, splits: set[str]) -> list[str]:
+    """The evaluation splits among `splits`: val and test, but not val when it is part of the training split."""
+    return [split for split in ("val", "test") if split in splits and not (split == "val" and
+                                                                           cfg.train_split == "trainval")]
 
 
 def schedule_length(cfg: TrainConfig, train_loader, device: torch.device) -> tuple[int, int]:
@@ -141,6 +149,9 @@ class Trainer:
         self.train_loader, self.eval_loaders = build_loaders(
             cfg, dataset_path, set(manifest["splits"]), batch_size=self.per_worker_batch, rank=rank,
             world_size=world_size, seed=seed, device=self.device, channels_last=self.channels_last)
+        if cfg.lr_on_plateau and "val" not in self.eval_loaders:
+            raise ValueError(f"lr_on_plateau reads the val error, and training on {cfg.train_split} leaves no val "
+                             "split held out")
         self.steps_per_epoch, self.total_iterations = schedule_length(cfg, self.train_loader, self.device)
         self.num_epochs = math.ceil(self.total_iterations / self.steps_per_epoch)
 

@@ -96,3 +96,12 @@ EVAL_PROTOCOL_WORDS: dict[str, str] = {
     cv.EVAL_FULL: "full image (no crop)",
     cv.EVAL_MULTISCALE: "fully-convolutional multi-scale testing",
 }
+# How our runs trained, by their train_split and normalization params, for the same line.
+TRAIN_SPLIT_WORDS: dict[str, str] = {
+    "train": "train split, val held out",
+    "trainval": "train + val: nothing held out",
+}
+NORMALIZATION_WORDS: dict[str, str] = {
+    "pixel_mean": "per-pixel mean subtracted",
+    "channel": "per-channel mean/std",
+}

@@ -156,9 +156,25 @@ def _account(table: Table, grid: RunIndex, dataset: str, protocol: str | None, a
     table.gpu_hours = _hours(used, cv.M_GPU_HOURS)
 
 
-def _ours(dataset: str, protocol: str | None, metric: str) -> str:
+def _ours(dataset: str, protocol: str | None, metric: str, runs: Iterable[RunRecord]) -> str:
     how = paper.EVAL_PROTOCOL_WORDS.get(protocol or "", protocol or "eval protocol not tagged")
-    return f"ours: {dataset} {metric} at the last epoch, {how}"
+    return f"ours: {dataset} {metric} at the last epoch; {_training_words(runs)}; {how}"
+
+
+def _training_words(runs: Iterable[RunRecord]) -> str:
+    """What the runs trained on and how they normalised, from their params; differing values joined by '/'."""
+    runs = list(runs)
+    trained = sorted({_images_words(r) for r in runs if cv.PARAM_TRAIN_IMAGES in r.params})
+    normalised = sorted({paper.NORMALIZATION_WORDS.get(n, n) for r in runs
+                         if (n := r.params.get(cv.PARAM_NORMALIZATION))})
+    return (f"trained on {' / '.join(trained) or 'images not logged'}, "
+            f"{' / '.join(normalised) or 'normalisation not logged'}")
+
+
+def _images_words(run: RunRecord) -> str:
+    words = f"{int(run.params[cv.PARAM_TRAIN_IMAGES]):,} images"
+    split = run.params.get(cv.PARAM_TRAIN_SPLIT)
+    return f"{words} ({paper.TRAIN_SPLIT_WORDS.get(split, split)})" if split else words
 
 
 def table6(grid: RunIndex) -> Table | None:
@@ -170,10 +186,11 @@ def table6(grid: RunIndex) -> Table | None:
     by_depth = {row.depth: row for row in paper.TABLE6}
     depths = [row.depth for row in paper.TABLE6] + sorted(extra - set(by_depth))
     protocols = sorted({p for d, p, _ in grid.planned if d == dataset and p}) or [None]
+    ours = _ours(dataset, "/".join(p or "" for p in protocols) or None, cv.M_TEST_ERR,
+                 (r for r in grid.runs if r.dataset == dataset))
     table = Table(
         "table6", "Table 6: CIFAR-10 test error (%)",
-        f"{_ours(dataset, '/'.join(p or '' for p in protocols) or None, cv.M_TEST_ERR)}; "
-        f"paper: {paper.TABLE6_PROTOCOL}",
+        f"{ours}; paper: {paper.TABLE6_PROTOCOL}",
         ("layers", "params", "params (paper)", "plain err", "plain err (paper)", "ResNet err",
          "ResNet err (paper)", "Δ ResNet", "runs", "worker-h", "GPU-h"),
     )
@@ -204,7 +221,8 @@ def _imagenet_table(grid: RunIndex, key: str, title: str, rows: Sequence[paper.I
     dataset = "imagenet"
     if not any(grid.is_planned(dataset, protocol, row.arch) for row in rows):
         return None
-    how = _ours(dataset, protocol, "val_err" + (" / val_top5_err" if with_top5 else ""))
+    how = _ours(dataset, protocol, "val_err" + (" / val_top5_err" if with_top5 else ""),
+                (r for r in grid.runs if r.dataset == dataset and r.eval_protocol == protocol))
     if protocol != (paper.TABLE4_EVAL_PROTOCOL if key.startswith("table4") else cv.EVAL_10CROP):
         how += " (not the paper's protocol)"
     columns = ("model", "top-1 err", "top-1 (paper)", "Δ top-1")
