@@ -42,6 +42,8 @@ def default_state_dir() -> Path:
 class LocalClusterError(UserError, RuntimeError):
     """The local cluster cannot be started, found or stopped; the message says why."""
 
+    multiline = True  # may end with the tail of a process's log
+
 
 @dataclass
 class Proc:

@@ -13,11 +13,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.arch import Shortcut, Variant
 from orchestrator.conventions import run_name
 from training.config import TrainConfig
+
+RESOURCE_UNIT = 0.0001  # Ray's granularity: a resource amount is a whole number of 0.0001s (less is 0 to it)
+MAX_CELL_CPUS = 65_536  # workers x CPUs of one cell: more is a typo, not a cluster
 
 
 class Resources(BaseModel):
@@ -27,8 +30,25 @@ class Resources(BaseModel):
 
     workers_per_cell: int = Field(1, ge=1, le=4096, description="Ray Train workers (DDP ranks) per cell")
     use_gpu: bool = Field(False, description="one GPU per worker")
-    cpus_per_worker: float = Field(1.0, gt=0, le=1024, description="CPUs Ray reserves for each worker")
+    cpus_per_worker: float = Field(1.0, ge=RESOURCE_UNIT, le=1024,
+                                   description="CPUs Ray reserves for each worker, in steps of 0.0001 (Ray's unit)")
     max_concurrent_cells: int = Field(1, ge=1, le=100_000, description="cells Ray Tune runs at once")
+
+    @field_validator("cpus_per_worker")
+    @classmethod
+    def _whole_ray_units(cls, value: float) -> float:
+        units = value / RESOURCE_UNIT
+        if abs(units - round(units)) > 1e-6:
+            raise ValueError(f"{value!r} is not a multiple of {RESOURCE_UNIT}, the smallest amount Ray schedules")
+        return value
+
+    @model_validator(mode="after")
+    def _cell_size_is_plausible(self) -> Resources:
+        cpus = self.workers_per_cell * self.cpus_per_worker
+        if cpus > MAX_CELL_CPUS:
+            raise ValueError(f"workers_per_cell x cpus_per_worker is {cpus:,.10g} CPUs for one cell, more than "
+                             f"{MAX_CELL_CPUS:,}")
+        return self
 
 
 @dataclass(frozen=True)

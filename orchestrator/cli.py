@@ -6,8 +6,9 @@ grid never pay for importing torch, Ray or MLflow.
 
 There is one way to fail on bad input: the library raises a `UserError` (a grid, a data folder,
 a store, a cluster address) and the group catches it here, once, printing `Error: <message>` as
-one line on stderr and exiting 2, click's status for bad usage. click's own parameter checks
-(an unknown option, a bad choice) stay click's and exit 2 as well.
+one line on stderr (passwords redacted, control characters escaped) and exiting 2, click's status
+for bad usage. click's own parameter checks (an unknown option, a bad choice) stay click's and exit
+2 as well.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import click
 
 from resnetctl.errors import UserError
+from resnetctl.redaction import shown
 
 # command name -> "module:attribute"
 COMMANDS: dict[str, str] = {
@@ -56,7 +58,7 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {shown(str(exc), keep_newlines=exc.multiline)}", err=True)
             ctx.exit(2)
 
 

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from orchestrator import conventions as cv
 from orchestrator.cells import Cell
+from resnetctl.redaction import for_rich, redact
 
 try:  # Ray is imported lazily everywhere else; the progress callback needs Tune's base class
     from ray.tune import Callback
@@ -115,13 +116,13 @@ class GridProgress(Callback):
         metrics = self.last.get(cell_id, {})
         if error is not None:
             self.failed.add(cell_id)
-            line = f"[red]FAILED[/] {name}: {error.splitlines()[0][:200] if error else 'error'}"
+            line = f"[red]FAILED[/] {for_rich(name)}: {for_rich(redact(error.splitlines()[0][:200] if error else 'error'))}"
         else:
             self.done.add(cell_id)
             scored = _err(metrics)
             if scored is not None and (self.best is None or scored[1] < self.best[2]):
                 self.best = (name, scored[0], scored[1])
-            parts = [f"[green]done[/] {name}"]
+            parts = [f"[green]done[/] {for_rich(name)}"]
             if "epoch" in metrics:
                 parts.append(f"epochs {int(metrics['epoch'])}")
             for key in (cv.M_TRAIN_ERR, cv.M_VAL_ERR, cv.M_TEST_ERR):

@@ -9,16 +9,13 @@ Progress ("cells done / running / pending") is read from MLflow, the store the c
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
 import shlex
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +23,10 @@ from typing import Any
 import yaml
 
 from orchestrator import conventions as cv
+from orchestrator.stores import StoreError, check_store, http_get
 from resnetctl.errors import UserError
-from resnetctl.redaction import redact_uri
+from resnetctl.redaction import redact, redact_uri
 
-CHECK_TIMEOUT_S = 8.0  # per check; a loaded head can take a few seconds to answer
 AGENT_PATIENCE_S = 60.0  # a head that just started may need this long before its job agent accepts jobs
 JOB_GRID_FILE = "grid.yaml"
 GRID_ENV = "RESNETCTL_GRID_YAML"
@@ -38,6 +35,8 @@ META_EXPERIMENT = "resnetctl.experiment"
 META_CELLS = "resnetctl.cells"
 META_TRACKING = "resnetctl.tracking_uri"
 STORAGE_ENV = "RESNETCTL_STORAGE"  # `resnetctl run --storage`'s environment variable
+# never put in a job's environment, which anyone who can list the cluster's jobs reads: the nodes read
+# MLflow's credentials from ~/.mlflow/credentials (or their own environment, from a Kubernetes Secret)
 CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -80,19 +79,10 @@ def ray_auth_headers(address: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _get(url: str, headers: dict[str, str], timeout: float = CHECK_TIMEOUT_S) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-
-
 def check_dashboard(address: str, headers: dict[str, str]) -> str:
     """The cluster's Ray version, or RemoteError when nothing answers at `address` within seconds."""
     try:
-        status, body = _get(f"{address}/api/version", headers)
+        status, body = http_get(f"{address}/api/version", headers)
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise RemoteError(f"no Ray dashboard answers at {address} ({reason}); check --address / RAY_ADDRESS") from exc
@@ -104,55 +94,26 @@ def check_dashboard(address: str, headers: dict[str, str]) -> str:
         raise RemoteError(f"{address} answered, but not as a Ray dashboard (HTTP {status})") from exc
 
 
-def tracking_headers() -> dict[str, str]:
-    """HTTP basic auth (or a bearer token) for the MLflow server, from MLflow's own environment variables."""
-    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
-        return {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}
-    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    if user and password:
-        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-    return {}
-
-
 def check_tracking(uri: str, *, cluster_is_local: bool) -> None:
-    """RemoteError unless the cluster's jobs can write to `uri` (checked from here, within seconds)."""
+    """RemoteError unless the cluster's jobs can write to `uri` (checked from here, within seconds).
+
+    A URI that carries a password is refused: the job's environment, where the URI travels, is shown
+    to anyone who can list the cluster's jobs. The nodes read the password from their own files.
+    """
     scheme = urllib.parse.urlparse(uri).scheme
-    if scheme in ("http", "https"):
-        base = uri.rstrip("/")
-        try:
-            status, _ = _get(f"{base}/health", {})
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise RemoteError(f"the tracking server {uri} does not answer ({reason}); check MLFLOW_TRACKING_URI") from exc
-        if status != 200:
-            raise RemoteError(f"the tracking server {uri} is not healthy (GET /health: HTTP {status})")
-        status, _ = _get(f"{base}/api/2.0/mlflow/experiments/search?max_results=1", tracking_headers())
-        if status in (401, 403):
-            raise RemoteError(f"the tracking server {uri} refused our credentials (HTTP {status}): "
-                              "set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
-        if status != 200:
-            raise RemoteError(f"the tracking server {uri} answered HTTP {status} to an experiment search")
-    elif scheme.startswith("sqlite"):
-        if not cluster_is_local:
-            raise RemoteError(f"tracking store {uri} is a file on this machine, which the cluster cannot reach: "
-                              "use the cluster's MLflow server (MLFLOW_TRACKING_URI=http://HEAD:5000)")
-    elif scheme.startswith(("postgresql", "mysql", "mssql")):
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(uri, connect_args=_connect_timeout(scheme))
-        try:
-            with engine.connect():
-                pass
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            raise RemoteError(f"the tracking database does not answer: {exc.__cause__ or exc}".splitlines()[0]) from exc
-        finally:
-            engine.dispose()
-    else:
+    if redact_uri(uri) != uri:
+        raise RemoteError(f"tracking URI {redact_uri(uri)} carries a password, which a Ray job would show to anyone "
+                          "who can list the cluster's jobs: give the URI without it and the password to the nodes "
+                          "(~/.pgpass or PGPASSFILE for PostgreSQL, ~/.mlflow/credentials for an MLflow server)")
+    if scheme.startswith("sqlite") and not cluster_is_local:
+        raise RemoteError(f"tracking store {uri} is a file on this machine, which the cluster cannot reach: "
+                          "use the cluster's MLflow server (MLFLOW_TRACKING_URI=http://HEAD:5000)")
+    if not scheme.startswith(("http", "sqlite", "postgresql", "mysql", "mssql")):
         raise RemoteError(f"tracking URI {uri!r}: expected http(s)://, postgresql://, mysql:// or sqlite://")
-
-
-def _connect_timeout(scheme: str) -> dict[str, Any]:
-    return {"connect_timeout": int(CHECK_TIMEOUT_S)} if scheme.startswith(("postgresql", "mysql")) else {}
+    try:
+        check_store(uri)
+    except StoreError as exc:
+        raise RemoteError(str(exc)) from None
 
 
 def _is_loopback(address: str) -> bool:
@@ -203,7 +164,8 @@ def build_job(grid_path: Path, spec: Any, cells: list, *, tracking_uri: str, res
 
     The job runs in a folder of its own on the cluster, so every path the grid names relative
     to the submitter's folder is written out absolute (for a real cluster it must name shared
-    storage, e.g. /mnt/shared/data/cifar10).
+    storage, e.g. /mnt/shared/data/cifar10). No credential is put in the job's environment (see
+    CREDENTIAL_ENV); `check_tracking` refuses a URI with a password before this is built.
     """
     raw = yaml.safe_load(Path(grid_path).read_text())
     dataset = raw.setdefault("dataset", {})
@@ -221,7 +183,6 @@ def build_job(grid_path: Path, spec: Any, cells: list, *, tracking_uri: str, res
         env_vars["RESNETCTL_DATASET_PATHS"] = os.pathsep.join(data_paths)
     if storage_path:  # checkpoints: must outlive the job and be shared by the nodes (e.g. /mnt/shared/...)
         env_vars[STORAGE_ENV] = storage_path
-    env_vars.update({name: os.environ[name] for name in CREDENTIAL_ENV if os.environ.get(name)})
     return JobRequest(
         entrypoint=job_entrypoint(restart),
         runtime_env={"env_vars": env_vars},
@@ -244,6 +205,8 @@ def submit_to_cluster(grid_path: Path, spec: Any, cells: list, *, address: str, 
     tracking_uri = effective_tracking_uri(spec)
     cluster_is_local = _is_loopback(url)
     check_tracking(tracking_uri, cluster_is_local=cluster_is_local)
+    for warning in cluster_warnings(url, headers, cells):
+        print(f"Warning: {warning}", file=sys.stderr, flush=True)
     storage_path = storage_path or os.environ.get(STORAGE_ENV)
     if storage_path is None and cluster_is_local:
         storage_path = str(Path("results").resolve())
@@ -262,6 +225,21 @@ def submit_to_cluster(grid_path: Path, spec: Any, cells: list, *, address: str, 
     print(f"submitted {job_id} ({len(cells)} cells) to {url}; tracking {redact_uri(tracking_uri)}",
           file=sys.stderr, flush=True)
     return follow_job(client, job_id)
+
+
+def cluster_warnings(url: str, headers: dict[str, str], cells: list) -> list[str]:
+    """Cells that can never be scheduled on the cluster's nodes, and credentials the job will not carry."""
+    from orchestrator.capacity import dashboard_nodes, fit_warnings
+
+    try:
+        warnings = fit_warnings(cells, dashboard_nodes(url, headers), url)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warnings = [f"cannot read the nodes of {url} ({redact(str(exc))[:200]}); whether the cells fit is unchecked"]
+    held = [name for name in CREDENTIAL_ENV if os.environ.get(name)]
+    if held:
+        warnings.append(f"{', '.join(held)} stay here, out of the job's environment: the cluster's nodes need "
+                        "their own (~/.mlflow/credentials, or a Kubernetes Secret)")
+    return warnings
 
 
 def _submit_with_retry(client, request: JobRequest, patience_s: float = AGENT_PATIENCE_S) -> str:

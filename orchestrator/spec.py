@@ -16,6 +16,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import reprlib
+import sys
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
@@ -31,6 +33,14 @@ from training.config import TrainConfig
 MAX_FILE_BYTES = 1 << 20  # a grid is a page of YAML, not a data file
 MAX_AXIS_VALUES = 10_000
 MAX_DEPTH = 10_000  # ResNet-1202 is the paper's deepest; this only refuses absurd numbers
+# values a grid may stand for once YAML aliases are expanded: a page of settings is a few hundred; a
+# 1 KiB file of nested aliases can stand for 10^9, which validation would visit one by one
+MAX_YAML_NODES = 100_000
+NAME_MAX_BYTES = 255  # one path component, as Linux file systems allow (NAME_MAX)
+PATH_MAX_BYTES = 4095
+# grid and experiment names: they become MLflow experiment names, artifact folders and terminal text
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+NAME_RULE = "must be letters, digits, '.', '_' or '-', starting with a letter or digit, at most 64"
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
 
 Loc = tuple[str | int, ...]
@@ -68,7 +78,14 @@ def _path_string(value: Any) -> Path:
         raise ValueError(f"must be a path string (got {type(value).__name__})")
     if not value.strip() or "\x00" in value:
         raise ValueError("must be a non-empty path")
-    return Path(os.path.abspath(os.path.expanduser(value)))
+    path = os.path.abspath(os.path.expanduser(value))
+    longest = max((part for part in path.split(os.sep)), key=lambda part: len(part.encode("utf-8", "replace")))
+    if len(longest.encode("utf-8", "replace")) > NAME_MAX_BYTES:
+        raise ValueError(f"a path component is longer than {NAME_MAX_BYTES} bytes, more than file systems allow "
+                         f"({_short(longest)})")
+    if len(path.encode("utf-8", "replace")) > PATH_MAX_BYTES:
+        raise ValueError(f"the path is longer than {PATH_MAX_BYTES} bytes, more than file systems allow")
+    return Path(path)
 
 
 class DatasetSpec(_Strict):
@@ -165,7 +182,8 @@ class TrackingSpec(_Strict):
     """Where MLflow writes; None means MLFLOW_TRACKING_URI or `sqlite:///mlflow.db` in the cwd."""
 
     uri: str | None = None
-    experiment: str | None = None  # None: the grid's name
+    # None: the grid's name. The name's rule: it becomes an artifact folder (`../x` would leave the project)
+    experiment: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
 
     @field_validator("uri")
     @classmethod
@@ -174,21 +192,14 @@ class TrackingSpec(_Strict):
             return value
         scheme = value.split("://", 1)[0].split("+", 1)[0].lower() if "://" in value else ""
         if scheme not in TRACKING_SCHEMES:
-            raise ValueError(f"{value!r} is not an MLflow tracking URI (schemes: {', '.join(TRACKING_SCHEMES)})")
-        return value
-
-    @field_validator("experiment")
-    @classmethod
-    def _non_empty(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must be a non-empty experiment name")
+            raise ValueError(f"{_short(value)} is not an MLflow tracking URI (schemes: {', '.join(TRACKING_SCHEMES)})")
         return value
 
 
 class GridSpec(_Strict):
     """A validated grid file. Build it with `load_grid` (or `parse_grid` for data already loaded)."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
     dataset: DatasetSpec
     grid: Annotated[list[GridAxes], Field(min_length=1, max_length=1000)]
     train: TrainOverrides = Field(default_factory=TrainOverrides)
@@ -253,7 +264,46 @@ def _read_text(path: Path, source: str) -> str:
         ) from None
 
 
-def _yaml_error(source: str, text: str, exc: yaml.YAMLError) -> GridError:
+class _UnreadableValue(yaml.YAMLError):
+    """A scalar PyYAML's constructors fail on (`!!int abc`, 2024-02-30, an integer of 5000 digits)."""
+
+    def __init__(self, node: yaml.Node, exc: Exception):
+        super().__init__(str(exc))
+        self.node, self.exc = node, exc
+
+
+_TAG_WORDS = {"int": "not an integer", "float": "not a number", "bool": "not true or false",
+              "timestamp": "not a date or time", "binary": "not base64 data", "null": "not null"}
+
+
+def _unreadable_text(problem: _UnreadableValue) -> str:
+    tag = str(problem.node.tag).rsplit(":", 1)[-1]
+    reason = _TAG_WORDS.get(tag, f"not a valid {tag}")
+    detail = str(problem.exc)
+    if "integer string conversion" in detail:
+        reason = f"an integer of more than {sys.get_int_max_str_digits()} digits"
+    elif isinstance(problem.exc, ValueError) and tag == "timestamp" and detail:
+        reason += f" ({detail})"
+    value = problem.node.value if isinstance(problem.node, yaml.ScalarNode) else f"<{problem.node.id}>"
+    return f"{_short(value)} is {reason} (YAML tag !!{tag})"
+
+
+class _GridLoader(yaml.SafeLoader):
+    """PyYAML's safe loader whose constructor failures name the node (PyYAML raises bare ValueErrors)."""
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, KeyError, AttributeError, TypeError, OverflowError, IndexError) as exc:
+            raise _UnreadableValue(node, exc) from None
+
+
+def _yaml_error(source: str, text: str, exc: yaml.YAMLError, lines: dict[Loc, int] | None = None) -> GridError:
+    if isinstance(exc, _UnreadableValue):
+        line = exc.node.start_mark.line + 1
+        at_line = [loc for loc, number in (lines or {}).items() if number == line and loc]
+        field = _format_loc(max(at_line, key=len)) if at_line else None
+        return GridError.at(source, line, field, _unreadable_text(exc))
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     if isinstance(exc, yaml.reader.ReaderError):
         line = text[: exc.position].count("\n") + 1
@@ -294,19 +344,51 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str, seen: s
             _walk(item, (*loc, index), lines, source, seen)
 
 
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values `node` stands for once aliases are expanded (each shared node counted once per use)."""
+    if id(node) in sizes:  # computed already, or an alias cycle being walked (counted once)
+        return sizes[id(node)]
+    sizes[id(node)] = 1
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    total = 1 + sum(_expanded_size(child, sizes) for child in children)
+    sizes[id(node)] = min(total, MAX_YAML_NODES + 1)  # the count stops growing at the cap
+    return sizes[id(node)]
+
+
+def _check_size(node: yaml.Node, source: str) -> None:
+    """GridError, before any value is validated, when the document stands for more than MAX_YAML_NODES values."""
+    sizes: dict[int, int] = {}
+    if _expanded_size(node, sizes) <= MAX_YAML_NODES:
+        return
+    line, field = node.start_mark.line + 1, None
+    if isinstance(node, yaml.MappingNode):  # name the section that explodes
+        for key, value in node.value:
+            if sizes.get(id(value), 0) > MAX_YAML_NODES and isinstance(key, yaml.ScalarNode):
+                line, field = key.start_mark.line + 1, str(key.value)
+                break
+    raise GridError.at(source, line, field, f"stands for more than {MAX_YAML_NODES:,} values once its YAML "
+                                            "aliases are expanded; a grid is a page of settings")
+
+
 def load_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     """Safe-load one YAML document; return the data and the line of every key/item path."""
     loader = None
+    lines: dict[Loc, int] = {}
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _GridLoader(text)
         node = loader.get_single_node()
         if node is None:
             raise GridError(f"{source}: the grid file is empty", source=source)
-        lines: dict[Loc, int] = {(): node.start_mark.line + 1}
+        lines[()] = node.start_mark.line + 1
         _walk(node, (), lines, source, set())
+        _check_size(node, source)
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise _yaml_error(source, text, exc) from None
+        raise _yaml_error(source, text, exc, lines) from None
     except RecursionError:
         raise GridError(f"{source}: the YAML nests too deeply", source=source) from None
     finally:
@@ -354,8 +436,14 @@ def _allowed_keys(parent: Loc) -> list[str]:
     return list(model.model_fields)
 
 
+_REPR = reprlib.Repr()  # builds at most a few dozen characters of a value, however large the value is
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 2, 6, 6, 4, 6
+_REPR.maxstring, _REPR.maxlong, _REPR.maxother = 60, 40, 60
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
+    """The value's repr, cut to 60 characters without first building the whole of it."""
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -368,8 +456,8 @@ def _describe(error: dict[str, Any], raw: Loc) -> str:
         return f"unknown key; {hint}allowed: {', '.join(allowed)}"
     if kind == "missing":
         return "required"
-    if kind == "string_pattern_mismatch" and raw == ("name",):
-        return f"must be letters, digits, '.', '_' or '-', starting with a letter or digit, at most 64 (got {_short(error.get('input'))})"
+    if kind == "string_pattern_mismatch" and raw in (("name",), ("tracking", "experiment")):
+        return f"{NAME_RULE} (got {_short(error.get('input'))})"
     if kind == "too_short" and raw and raw[0] == "grid":
         return "an axis needs at least one value"
     message = error["msg"]

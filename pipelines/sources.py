@@ -1,14 +1,14 @@
 """Raw datasets as in-memory or on-disk sources, each split a sequence of (HxWx3 uint8 image, label).
 
 The readers use the libraries' own dataset classes (scikit-learn's digits, torchvision's
-CIFAR10/CIFAR100 and ImageFolder) and turn every way the input can be wrong into one
-`DatasetError` that names the path and the problem, before anything is written.
+ImageFolder; CIFAR's pickles through `pipelines.safe_pickle`, which never runs code from a file)
+and turn every way the input can be wrong into one `DatasetError` that names the path and the
+problem, before anything is written.
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,7 @@ import numpy as np
 
 from pipelines.catalog import DATASETS
 from pipelines.manifest import DatasetError
+from pipelines.safe_pickle import CifarPickleError, read_cifar_split
 
 # torchvision's ImageFolder extensions (IMG_EXTENSIONS), matched case-insensitively
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -114,19 +115,25 @@ def load_digits_source(seed: int = 0, *, val_fraction: float = 0.1, test_fractio
 # --------------------------------------------------------------------------- CIFAR
 
 
-def _cifar_classes(name: str):
-    """torchvision's class, with the md5 check relaxed to presence: we check structure ourselves
-    and record our own checksum, so that re-packed or test-written batches in the exact layout load."""
+def _cifar_class(name: str):
+    """torchvision's class: the layout (folder, file names, meta key) and where the official archive is.
+
+    It is never instantiated: it would unpickle the batches with the stock unpickler, which runs whatever
+    a planted file asks for. `pipelines.safe_pickle` reads them; re-packed or test-written batches in the
+    exact layout load (we check structure ourselves and record our own checksum).
+    """
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    base = CIFAR10 if name == "cifar10" else CIFAR100
+    return CIFAR10 if name == "cifar10" else CIFAR100
 
-    class _LayoutChecked(base):  # type: ignore[misc, valid-type]
-        train_list = [[f, None] for f, _ in base.train_list]
-        test_list = [[f, None] for f, _ in base.test_list]
-        meta = {**base.meta, "md5": None}
 
-    return base, _LayoutChecked
+def _download_cifar(base, source: Path) -> None:
+    """torchvision's download of the official archive, checked against its md5 before it is extracted."""
+    from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+
+    folder = source / base.base_folder
+    if not all(check_integrity(str(folder / f), md5) for f, md5 in base.train_list + base.test_list):
+        download_and_extract_archive(base.url, str(source), filename=base.filename, md5=base.tgz_md5)
 
 
 def load_cifar_source(name: str, source: Path, *, download: bool, seed: int, val_size: int = 5000) -> RawDataset:
@@ -136,11 +143,11 @@ def load_cifar_source(name: str, source: Path, *, download: bool, seed: int, val
     schedule on 45k/5k and trained Table 6's models on all 50k. With val_size 0 there is no val and
     trainval is train under a second name.
     """
-    base, checked = _cifar_classes(name)
+    base = _cifar_class(name)
     if download:
         source.mkdir(parents=True, exist_ok=True)
         try:
-            base(root=str(source), train=True, download=True)
+            _download_cifar(base, source)
         except Exception as exc:  # network errors come in many types
             raise DatasetError(f"{source}: downloading {name} failed ({exc})") from exc
     if not source.is_dir():
@@ -157,17 +164,16 @@ def load_cifar_source(name: str, source: Path, *, download: bool, seed: int, val
             raise DatasetError(f"{folder / fname}: missing file of the {name} pickle layout")
     parts = {}
     for train in (True, False):
-        current = None
+        batches = [f for f, _ in (base.train_list if train else base.test_list)]
         try:
-            ds = checked(root=str(source), train=train)
-        except (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
-            current = _first_bad_pickle(folder, files)
-            raise DatasetError(f"{current or folder}: unreadable {name} pickle ({type(exc).__name__}: {exc})") from exc
-        data = np.asarray(ds.data)
-        targets = np.asarray(ds.targets, dtype=np.int64)
+            data, targets, classes = read_cifar_split(folder, batches, base.meta["filename"], base.meta["key"])
+        except CifarPickleError as exc:
+            raise DatasetError(f"{exc.path}: unreadable {name} pickle ({exc})") from None
+        except OSError as exc:
+            raise DatasetError(f"{folder}: unreadable {name} pickle ({exc.strerror or exc})") from None
         if data.dtype != np.uint8 or data.ndim != 4 or data.shape[1:] != (32, 32, 3) or len(data) != len(targets):
             raise DatasetError(f"{folder}: {name} batches hold {data.shape} {data.dtype}, expected N x 3072 uint8")
-        parts[train] = (data, targets, list(ds.classes))
+        parts[train] = (data, targets, classes)
     train_x, train_y, classes = parts[True]
     test_x, test_y, _ = parts[False]
     for labels, split in ((train_y, "train"), (test_y, "test")):
@@ -192,16 +198,6 @@ def load_cifar_source(name: str, source: Path, *, download: bool, seed: int, val
         train_splits=("train", "trainval") if val_size else ("train",),
         aliases={} if val_size else {"trainval": "train"},
     )
-
-
-def _first_bad_pickle(folder: Path, files: Sequence[str]) -> Path | None:
-    for fname in files:
-        try:
-            with open(folder / fname, "rb") as fh:
-                pickle.load(fh, encoding="latin1")
-        except Exception:
-            return folder / fname
-    return None
 
 
 # --------------------------------------------------------------------------- ImageNet-style folder

@@ -85,7 +85,7 @@ def test_setup_installs_ffcv_packages_resnetctl_and_mounts_shared_storage(provid
 def test_head_starts_mlflow_on_postgresql_with_object_storage_artifacts(provider, scheme):
     config = _load(provider)
     head_start = "\n".join(config["head_start_ray_commands"])
-    assert "--head" in head_start and "--dashboard-host=0.0.0.0" in head_start
+    assert "--head" in head_start and "--dashboard-host=127.0.0.1" in head_start
     services = [c for c in config["head_start_ray_commands"] if "head_services.sh" in c]
     assert len(services) == 1 and f" {scheme}" in services[0]
     assert "ray start" not in "\n".join(config["worker_setup_commands"])
@@ -95,7 +95,8 @@ def test_head_starts_mlflow_on_postgresql_with_object_storage_artifacts(provider
 def test_head_services_script_is_valid_bash_and_uses_postgresql_and_auth():
     subprocess.run(["bash", "-n", str(HEAD_SERVICES)], check=True)
     text = HEAD_SERVICES.read_text()
-    assert "--backend-store-uri \"postgresql+psycopg2://" in text
+    assert "MLFLOW_BACKEND_STORE_URI=\"postgresql+psycopg2://" in text
+    assert "--backend-store-uri" not in text  # a command line is public to every user of the node
     assert "--app-name basic-auth" in text and "--allowed-hosts" in text
     assert "--artifacts-destination \"$ARTIFACTS_URI\"" in text
 
@@ -118,10 +119,10 @@ def test_kuberay_manifest_has_the_required_fields():
     assert "ray-head" in head_containers and all(c["image"] for c in head_containers.values())
     mlflow = head_containers["mlflow"]
     server = " ".join(mlflow["args"])
-    assert "--backend-store-uri \"$BACKEND_STORE_URI\"" in server and "s3://" in server
+    assert "--backend-store-uri" not in server and "s3://" in server
     assert "--app-name basic-auth" in server
     secrets = {e["name"] for e in mlflow["env"] if "valueFrom" in e}
-    assert {"BACKEND_STORE_URI", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"} <= secrets
+    assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"} <= secrets
 
     assert spec["workerGroupSpecs"]
     for group in spec["workerGroupSpecs"]:
@@ -142,3 +143,47 @@ def test_configs_and_scripts_ship_with_the_package():
     for path in (*LAUNCHER_CONFIGS.values(), KUBERAY, HEAD_SERVICES):
         relative = path.relative_to(CLUSTER)
         assert any(relative.match(p) for p in patterns), relative
+
+
+# --- locked down (issue 13): token auth, a loopback dashboard, no secret on a command line or in a job's env
+def _ray_starts(config: dict) -> list[str]:
+    return [c for key in ("head_start_ray_commands", "worker_start_ray_commands") for c in config[key]
+            if "ray start" in c]
+
+
+@pytest.mark.parametrize("provider", sorted(LAUNCHER_CONFIGS))
+def test_launcher_configs_turn_on_ray_token_auth_and_keep_the_dashboard_on_loopback(provider):
+    config = _load(provider)
+    starts = _ray_starts(config)
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts), starts
+    assert "--dashboard-host=127.0.0.1" in starts[0] and "0.0.0.0" not in "\n".join(starts)
+    assert config["file_mounts"]["/home/ubuntu/.ray/auth_token"] == "~/.ray/auth_token"
+    setup = "\n".join(config["setup_commands"])
+    assert "chmod 600 ~/.ray/auth_token" in setup and "export RAY_AUTH_MODE=token" in setup
+    assert "~/.mlflow/credentials" in setup  # MLflow's credentials from a 0600 file, not a job's env
+
+
+def test_kuberay_turns_on_token_auth_and_gives_mlflow_credentials_from_a_secret():
+    cluster = next(d for d in yaml.safe_load_all(KUBERAY.read_text()) if d["kind"] == "RayCluster")
+    spec = cluster["spec"]
+    assert spec["authOptions"] == {"mode": "token"}
+    assert spec["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+    ray_containers = [c for c in spec["headGroupSpec"]["template"]["spec"]["containers"] if c["name"] == "ray-head"]
+    ray_containers += [c for g in spec["workerGroupSpecs"] for c in g["template"]["spec"]["containers"]]
+    for container in ray_containers:
+        env = {e["name"]: e for e in container["env"]}
+        assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "admin-password"
+
+
+@pytest.mark.parametrize("path", sorted((CLUSTER / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_cluster_config_enables_ray_token_auth(path):
+    text = path.read_text()
+    assert "RAY_AUTH_MODE=token" in text or re.search(r"authOptions:\s*\{mode:\s*token\}", text)
+    assert "dashboard-host=0.0.0.0" not in text and 'dashboard-host: "0.0.0.0"' not in text
+
+
+def test_head_services_keep_passwords_off_command_lines():
+    text = HEAD_SERVICES.read_text()
+    assert "PASSWORD '$DB_PASSWORD'\"" not in text  # psql -c "CREATE ROLE ... PASSWORD '...'" is in `ps`
+    assert "| sudo -u postgres psql" in text
+    assert "umask 077" in text and "mlflow_credentials" in text

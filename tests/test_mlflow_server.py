@@ -91,10 +91,10 @@ def test_allowed_hosts_never_include_private_ranges_unless_asked():
     assert "localhost" in hosts and "127.0.0.1:*" in hosts
     assert not any(h.startswith(("10.", "192.168", "172.")) for h in hosts)
     assert "head.internal:5000" in allowed_hosts_for("0.0.0.0", ("head.internal:5000",))
-    cmd = server_command("sqlite:///x.db", port=5001)
+    cmd = server_command(port=5001)
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert "--app-name" not in cmd
-    with_auth = server_command("sqlite:///x.db", auth=True)
+    with_auth = server_command(auth=True)
     assert with_auth[with_auth.index("--app-name") + 1] == "basic-auth"
 
 

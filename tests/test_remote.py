@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from cluster.net import free_port
-from orchestrator import remote
+from orchestrator import remote, stores
 from orchestrator.grid_loading import load_cells
 from resnetctl.errors import UserError
 
 pytestmark = pytest.mark.slow  # starts small HTTP servers (fake Ray head, fake MLflow)
 
 RESNETCTL = str(Path(sys.executable).with_name("resnetctl"))
-FAST_S = remote.CHECK_TIMEOUT_S + 4  # "within seconds": each check gives up after CHECK_TIMEOUT_S
+FAST_S = stores.CHECK_TIMEOUT_S + 4  # "within seconds": each check gives up after CHECK_TIMEOUT_S
 
 class FakeHead(BaseHTTPRequestHandler):
     """Answers like a Ray dashboard's /api/version (or 401s) and records every job submission attempt."""
@@ -145,9 +145,11 @@ def test_tracking_server_refusing_credentials_submits_nothing(submit, serve, mon
 def test_dead_tracking_database_submits_nothing(submit, serve):
     address, head = serve(FakeHead)
     uri = f"postgresql+psycopg2://u:secret@127.0.0.1:{free_port()}/mlflow"
+    with pytest.raises(remote.RemoteError, match="carries a password"):  # never into a job's environment
+        remote.check_tracking(uri, cluster_is_local=True)
+    uri = f"postgresql+psycopg2://u@127.0.0.1:{free_port()}/mlflow"  # the password in the nodes' ~/.pgpass
     message = submit(uri, address)
-    assert message.startswith("the tracking database does not answer")
-    assert "secret" not in message
+    assert message.startswith(f"the tracking database {uri} does not answer")
     assert head.submissions == 0
 
 
@@ -180,7 +182,7 @@ def test_dashboard_url_adds_the_scheme():
     assert remote.dashboard_url("https://head.example:443") == "https://head.example:443"
 
 
-def test_job_request_is_self_contained(tmp_path, monkeypatch, write_grid):
+def test_job_request_is_self_contained_and_carries_no_credentials(tmp_path, monkeypatch, write_grid):
     import yaml
 
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
@@ -196,7 +198,7 @@ def test_job_request_is_self_contained(tmp_path, monkeypatch, write_grid):
     assert written["tracking"]["uri"] == "http://head:5000"
     assert env["MLFLOW_TRACKING_URI"] == "http://head:5000"
     assert env["RESNETCTL_STORAGE"] == "/mnt/shared/results"
-    assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == ("alice", "pw")
+    assert not set(remote.CREDENTIAL_ENV) & set(env) and "pw" not in json.dumps(job.runtime_env)
     assert "working_dir" not in job.runtime_env
     assert job.metadata == {"resnetctl.grid": "remote-check", "resnetctl.experiment": "remote-check",
                             "resnetctl.cells": "2", "resnetctl.tracking_uri": "http://head:5000"}
