@@ -2,7 +2,8 @@
 
 Cells are plain frozen dataclasses so that they pickle into Ray Tune trials unchanged and
 hash to a stable id: the same resolved config always gives the same `cell_id`, which is
-how reruns find their MLflow run and their checkpoint.
+how reruns find their MLflow run and their checkpoint. A training grid's cells are `Cell`s; an
+evaluation grid's are `EvalCell`s: trained networks (one, or an ensemble) re-tested once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.arch import Shortcut, Variant
-from orchestrator.conventions import run_name
+from orchestrator.conventions import KIND_EVALUATION, run_name
+from pipelines.catalog import EvalProtocol, LoaderName
 from training.config import TrainConfig
 
 RESOURCE_UNIT = 0.0001  # Ray's granularity: a resource amount is a whole number of 0.0001s (less is 0 to it)
@@ -51,6 +53,12 @@ class Resources(BaseModel):
         return self
 
 
+# TrainConfig fields added after cell ids were first handed out, each with the value that keeps the
+# behaviour from before it existed. A cell holding that value hashes without the field, so its id (and
+# with it its MLflow run and its checkpoints) stays what it was; any other value is a new cell.
+ID_NEUTRAL_FIELDS: dict[str, Any] = {"epoch_eval_protocol": None}
+
+
 @dataclass(frozen=True)
 class Cell:
     """One trial of the grid. `name` is the MLflow run name and the Tune trial name."""
@@ -79,11 +87,15 @@ class Cell:
         """Stable 12-hex id of what is trained.
 
         Resources and the data's location are excluded: they change where a cell runs and reads,
-        not what it trains, so a grid resubmitted from another folder or cluster finds its runs.
+        not what it trains, so a grid resubmitted from another folder or cluster finds its runs;
+        so are fields of ID_NEUTRAL_FIELDS at their neutral value.
         """
         payload = self.to_dict()
         payload.pop("resources")
         payload.pop("dataset_path")
+        for name, neutral in ID_NEUTRAL_FIELDS.items():
+            if payload["train"].get(name, neutral) == neutral:
+                payload["train"].pop(name, None)
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -101,3 +113,97 @@ class Cell:
         resources = data.pop("resources", {})
         axes = tuple(tuple(a) for a in data.pop("axes", ()))
         return cls(train=train, resources=Resources.model_validate(resources, strict=False), axes=axes, **data)
+
+
+@dataclass(frozen=True)
+class EvalMember:
+    """One trained network an evaluation loads: a registered model version (or a run's logged model).
+
+    `run_id` is the training run it came from ("" for a version registered without one); `train` is that
+    run's resolved TrainConfig where it was a resnetctl cell, so the test sees the images as training did.
+    """
+
+    model_uri: str  # models:/<name>/<version>, or runs:/<run_id>/model
+    run_id: str
+    arch: str
+    label: str  # readable: the training run's name ("resnet50-B-imagenet-s0") or "<model> v<version>"
+    grid: str = ""  # the grid that trained it
+    seed: int | None = None
+    train: TrainConfig | None = None
+
+    @property
+    def key(self) -> str:
+        """What identifies the network: its training run, however it is named (grid or registry)."""
+        return self.run_id or self.model_uri
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["train"] = None if self.train is None else self.train.model_dump()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalMember:
+        data = dict(data)
+        train = data.pop("train", None)
+        return cls(train=None if train is None else TrainConfig.model_validate(train, strict=False), **data)
+
+
+@dataclass(frozen=True)
+class EvalCell:
+    """One evaluation: `members` (one network, or an ensemble's) tested once in `protocol` on `split`.
+
+    Its id hashes what is measured (the networks' training runs, protocol, dataset, split), never how the
+    networks were named or where the data lies: a resubmit finds the run, and a retrained source (a new
+    run) is a new evaluation.
+    """
+
+    grid: str
+    protocol: EvalProtocol
+    dataset: str
+    dataset_path: str
+    split: str  # "test", or "val" where it doubles as the test set (ImageNet)
+    members: tuple[EvalMember, ...]
+    ensemble: str = ""  # the ensemble's name; "" for a single network
+    batch_size: int = 64
+    loader: LoaderName = "ffcv"
+    num_workers: int = 1
+    resources: Resources = field(default_factory=Resources)
+
+    kind = KIND_EVALUATION
+
+    @property
+    def name(self) -> str:
+        base = f"ensemble-{self.ensemble}" if self.ensemble else self.members[0].label
+        return f"{base}-{self.protocol}"
+
+    @property
+    def arch(self) -> str:
+        return "ensemble" if self.ensemble else self.members[0].arch
+
+    @property
+    def cell_id(self) -> str:
+        keys = sorted(m.key for m in self.members)  # an average does not depend on the members' order
+        payload = {"kind": KIND_EVALUATION, "protocol": self.protocol, "dataset": self.dataset, "split": self.split,
+                   "members": keys, "ensemble": bool(self.ensemble)}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["members"] = [m.to_dict() for m in self.members]
+        data["resources"] = self.resources.model_dump()
+        return {"kind": KIND_EVALUATION, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalCell:
+        data = {k: v for k, v in data.items() if k != "kind"}
+        members = tuple(EvalMember.from_dict(m) for m in data.pop("members"))
+        resources = Resources.model_validate(data.pop("resources", {}), strict=False)
+        return cls(members=members, resources=resources, **data)
+
+
+AnyCell = Cell | EvalCell
+
+
+def cell_from_dict(data: dict[str, Any]) -> AnyCell:
+    """A cell back from its `to_dict()` (Tune's param space): an EvalCell when it says so, else a training Cell."""
+    return EvalCell.from_dict(data) if data.get("kind") == KIND_EVALUATION else Cell.from_dict(data)

@@ -3,7 +3,8 @@
 The compute estimate is forward multiply-adds per image x training images x epochs, as the
 paper counts FLOPs (Table 1); training costs roughly three times that (forward + backward).
 Multiply-adds come from `models.arch`, counted analytically without torch, so `resnetctl plan`
-never loads it. `plan` prints what `plan_grid` returns, as a table or as JSON.
+never loads it. `plan` prints what `plan_grid` returns, as a table or as JSON. An evaluation cell
+costs one forward pass of each network over the test split, in every view of its protocol.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from models.arch import multiply_adds, resolve_arch
-from orchestrator.cells import Cell
-from pipelines.catalog import NUM_CLASSES, TRAIN_IMAGES
+from models.arch import ArchError, multiply_adds, parse_arch, resolve_arch
+from orchestrator.cells import AnyCell, Cell, EvalCell
+from pipelines.catalog import EVAL_RESIZE, MULTISCALE_SIDES, NUM_CLASSES, TRAIN_IMAGES, VARIANT_OF
 from pipelines.manifest import load_manifest
 
 TRAINING_FACTOR = 3  # forward + backward: about three forward passes' worth of multiply-adds
@@ -37,7 +38,7 @@ def cell_estimate(cell: Cell, train_images: int) -> dict[str, Any]:
     }
 
 
-def _resources(cell: Cell) -> dict[str, Any]:
+def _resources(cell: AnyCell) -> dict[str, Any]:
     r = cell.resources
     return {
         "workers": r.workers_per_cell,
@@ -75,9 +76,47 @@ def cell_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     ]
 
 
-def plan_grid(spec, cells: Sequence[Cell]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def view_sides(protocol: str, variant: str) -> list[int]:
+    """The side of every view a protocol scores per image: 10 crops, 5 scales x 2 mirrors, or one."""
+    if variant != "imagenet":
+        return [32] * (10 if protocol == "10crop" else 1)
+    if protocol == "multiscale":
+        return [side for side in MULTISCALE_SIDES for _ in range(2)]
+    return [224] * 10 if protocol == "10crop" else [EVAL_RESIZE if protocol == "full" else 224]
+
+
+def _view_mult_adds(arch: str, cell: EvalCell) -> int:
+    """One image's multiply-adds in every view of the cell's protocol (0 for a network resnetctl did not name)."""
+    variant = VARIANT_OF[cell.dataset]
+    try:
+        depth, _, shortcut = parse_arch(arch, variant=variant)
+        spec = resolve_arch(depth, shortcut=shortcut, variant=variant, num_classes=NUM_CLASSES[cell.dataset])
+    except ArchError:
+        return 0
+    return sum(multiply_adds(spec, image_size=side) for side in view_sides(cell.protocol, variant))
+
+
+def evaluation_rows(cells: Sequence[EvalCell]) -> list[dict[str, Any]]:
+    """One row per evaluation: its networks, views and compute (one pass over the test split)."""
+    rows = []
+    for cell in cells:
+        try:
+            images = int(load_manifest(cell.dataset_path)["splits"][cell.split]["count"])
+        except (KeyError, TypeError, ValueError):  # DatasetError is a ValueError
+            images = 0
+        macs = sum(_view_mult_adds(member.arch, cell) for member in cell.members)
+        rows.append({"name": cell.name, "cell_id": cell.cell_id, "arch": cell.arch, "dataset": cell.dataset,
+                     "protocol": cell.protocol, "split": cell.split, "members": [m.label for m in cell.members],
+                     "source_runs": [m.run_id for m in cell.members], "resources": _resources(cell),
+                     "mult_adds_per_image": macs, "images": images, "epochs": 1.0,
+                     "compute_mult_adds": macs * images})
+    return rows
+
+
+def plan_grid(spec, cells: Sequence[AnyCell]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The grid's summary (cells, peak resources, total compute) and one row per cell (see cell_rows)."""
-    rows = cell_rows(cells)
+    evaluating = bool(cells) and all(isinstance(c, EvalCell) for c in cells)
+    rows = evaluation_rows(cells) if evaluating else cell_rows(cells)
     total = sum(row["compute_mult_adds"] for row in rows)
     r = spec.resources
     at_once = min(r.max_concurrent_cells, len(rows))
@@ -89,9 +128,10 @@ def plan_grid(spec, cells: Sequence[Cell]) -> tuple[dict[str, Any], list[dict[st
         "peak_cpus": at_once * r.workers_per_cell * r.cpus_per_worker,
         "peak_gpus": at_once * r.workers_per_cell if r.use_gpu else 0,
         "compute_mult_adds": total,
-        "training_mult_adds_approx": TRAINING_FACTOR * total,
+        "training_mult_adds_approx": total if evaluating else TRAINING_FACTOR * total,
+        "kind": "evaluation" if evaluating else "training",
     }
     return summary, rows
 
 
-__all__ = ["TRAINING_FACTOR", "cell_estimate", "cell_rows", "plan_grid"]
+__all__ = ["TRAINING_FACTOR", "cell_estimate", "cell_rows", "evaluation_rows", "plan_grid", "view_sides"]

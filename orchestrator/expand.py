@@ -67,8 +67,9 @@ def resolve_train(dataset: str, depth: int, overrides: dict[str, Any]) -> tuple[
     values["lr_milestones"] = tuple(values.get("lr_milestones") or ())
 
     problems: list[tuple[str, str]] = []
-    if values.get("eval_protocol") == "multiscale" and VARIANT_OF[dataset] != "imagenet":
-        problems.append(("eval_protocol", f"multiscale testing is for ImageNet-size images, not {dataset}"))
+    for name in ("eval_protocol", "epoch_eval_protocol"):
+        if values.get(name) == "multiscale" and VARIANT_OF[dataset] != "imagenet":
+            problems.append((name, f"multiscale testing is for ImageNet-size images, not {dataset}"))
     schedule = [name for name in SCHEDULE_FIELDS if values.get(name) is not None]
     if not schedule:
         problems.append(("iterations", "the schedule needs iterations or epochs"))

@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.text import Text
 
 from orchestrator import conventions as cv
-from orchestrator.cells import Cell
+from orchestrator.cells import AnyCell, cell_from_dict
 from resnetctl.redaction import for_rich, redact
 
 try:  # Ray is imported lazily everywhere else; the progress callback needs Tune's base class
@@ -39,7 +39,7 @@ def _hms(seconds: float) -> str:
 class GridProgress(Callback):
     """Live counts of the grid's cells, updated from Tune's trial events."""
 
-    def __init__(self, cells: Iterable[Cell], *, skipped: int = 0, console: Console | None = None):
+    def __init__(self, cells: Iterable[AnyCell], *, skipped: int = 0, console: Console | None = None):
         self.names = {c.cell_id: c.name for c in cells}
         self.total = len(self.names) + skipped
         self.skipped = skipped
@@ -100,7 +100,7 @@ class GridProgress(Callback):
 
     # -- bookkeeping (also driven directly by tests) -----------------------------------
     def _cell_id(self, trial) -> str:
-        return Cell.from_dict(trial.config["cell"]).cell_id
+        return cell_from_dict(trial.config["cell"]).cell_id
 
     def cell_started(self, cell_id: str) -> None:
         self.running.add(cell_id)

@@ -61,6 +61,11 @@ class GridError(UserError, ValueError):
         message = f"{where}: {field}: {text}" if field else f"{where}: {text}"
         return cls(message, source=source, line=line, field=field)
 
+    @classmethod
+    def at_path(cls, source: str, lines: dict[Loc, int], loc: Loc, text: str) -> GridError:
+        """A GridError at a path into the file (as in `evaluate.models[0].grid`), on the line the path is on."""
+        return cls.at(source, _line_of(lines, loc), _format_loc(loc) or None, text)
+
 
 # ----------------------------------------------------------------------------- models
 class _Strict(BaseModel):
@@ -234,8 +239,7 @@ class GridSpec(_Strict):
 
     def error(self, loc: Loc, text: str) -> GridError:
         """A GridError at `loc` (a path into the file, as in `grid[0].depth[2]`) with its line."""
-        raw = _raw_loc(loc, self._grid_is_list)
-        return GridError.at(self._source, _line_of(self._lines, raw), _format_loc(raw), text)
+        return GridError.at_path(self._source, self._lines, _raw_loc(loc, self._grid_is_list), text)
 
 
 def _freeze(value: Any) -> Any:
@@ -418,21 +422,28 @@ def _line_of(lines: dict[Loc, int], loc: Loc) -> int | None:
     return lines.get(loc)
 
 
-_SECTIONS: dict[str, type[BaseModel]] = {
-    "dataset": DatasetSpec,
-    "grid": GridAxes,
-    "train": TrainOverrides,
-    "resources": Resources,
-    "tracking": TrackingSpec,
-}
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds, through lists, optionals and Annotated: list[GridAxes] -> GridAxes."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
 
 
-def _allowed_keys(parent: Loc) -> list[str]:
-    model: type[BaseModel] = GridSpec
-    if parent:
-        model = _SECTIONS.get(str(parent[0]), GridSpec)
-    if model is DatasetSpec and len(parent) >= 2 and parent[1] == "paths":
+def _allowed_keys(parent: Loc, root: type[BaseModel]) -> list[str]:
+    """The keys the model at `parent` (a path into a file validated as `root`) accepts."""
+    if len(parent) >= 2 and parent[0] == "dataset" and parent[1] == "paths":
         return list(DATASETS)
+    model = root
+    for part in parent:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if isinstance(part, str):
+            model = _inner_model(field.annotation) if field is not None else None
+        if model is None:
+            return []
     return list(model.model_fields)
 
 
@@ -447,10 +458,10 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _describe(error: dict[str, Any], raw: Loc) -> str:
+def _describe(error: dict[str, Any], raw: Loc, root: type[BaseModel]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(raw[:-1])
+        allowed = _allowed_keys(raw[:-1], root)
         close = difflib.get_close_matches(str(raw[-1]), allowed, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         return f"unknown key; {hint}allowed: {', '.join(allowed)}"
@@ -470,7 +481,9 @@ def _describe(error: dict[str, Any], raw: Loc) -> str:
     return f"{message} (got {_short(error.get('input'))})"
 
 
-def _validation_error(exc: ValidationError, source: str, lines: dict[Loc, int], grid_is_list: bool) -> GridError:
+def validation_error(exc: ValidationError, source: str, lines: dict[Loc, int], grid_is_list: bool = False,
+                     root: type[BaseModel] | None = None) -> GridError:
+    """The first of pydantic's errors as one GridError with its line (`root`: the model the file was validated as)."""
     errors = exc.errors(include_url=False)
     located = []
     for error in errors:
@@ -481,7 +494,7 @@ def _validation_error(exc: ValidationError, source: str, lines: dict[Loc, int], 
     # an unknown key usually explains the rest (a misspelt required key is also "missing"): show it first
     located.sort(key=lambda item: (item[2]["type"] != "extra_forbidden", item[0]))
     line, raw, error = located[0]
-    text = _describe(error, raw)
+    text = _describe(error, raw, root or GridSpec)
     if len(located) > 1:
         text += f" (and {len(located) - 1} more error{'s' if len(located) > 2 else ''})"
     field = _format_loc(raw) or None
@@ -548,7 +561,7 @@ def parse_grid(data: Any, source: str = "<grid>", lines: dict[Loc, int] | None =
     try:
         spec = GridSpec.model_validate(data)
     except ValidationError as exc:
-        raise _validation_error(exc, source, lines, grid_is_list) from None
+        raise validation_error(exc, source, lines, grid_is_list) from None
     except RecursionError:
         raise GridError(f"{source}: the YAML nests too deeply (recursive alias?)", source=source) from None
     spec._source = source
@@ -557,9 +570,15 @@ def parse_grid(data: Any, source: str = "<grid>", lines: dict[Loc, int] | None =
     return _check(spec)
 
 
-def load_grid(path: str | os.PathLike[str]) -> GridSpec:
-    """Read, parse and validate a grid file; raises GridError with file, line and field."""
+def read_grid_file(path: str | os.PathLike[str]) -> tuple[Any, dict[Loc, int], str]:
+    """Read and safe-load a grid file: its data, the line of every key/item path, and its name in messages."""
     source = os.fspath(path)
     text = _read_text(Path(source), source)
     data, lines = load_yaml(text, source)
+    return data, lines, source
+
+
+def load_grid(path: str | os.PathLike[str]) -> GridSpec:
+    """Read, parse and validate a (training) grid file; raises GridError with file, line and field."""
+    data, lines, source = read_grid_file(path)
     return parse_grid(data, source, lines)

@@ -1,5 +1,8 @@
 """Ray Tune schedules the cells; each trial is a function that builds and fits a TorchTrainer.
 
+(An evaluation grid's trials are `eval_entry.evaluation_trainable` instead: one worker, no TorchTrainer;
+its docstring says why.)
+
 This is Ray's Train V2 + Tune pattern (`Tuner(trainer)` is gone): the Tune trial is a thin
 driver that opens the cell's MLflow run and calls `TorchTrainer.fit()`. The Train run's
 name is derived from the cell and its storage path is fixed, so a rerun finds the previous
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cells import Cell
+from orchestrator.cells import AnyCell, Cell, EvalCell, cell_from_dict
 
 DEFAULT_STORAGE = "results"
 DRIVER_MEMORY_BYTES = 64 * 1024**2  # the trial driver's only reservation: no CPU
@@ -43,7 +46,7 @@ FAST_RAY_ENV = {
 }
 
 
-def train_run_name(cell: Cell) -> str:
+def train_run_name(cell: AnyCell) -> str:
     """The Ray Train run name of a cell: readable and unique, the same on every rerun."""
     return f"{cell.name}-{cell.cell_id}"
 
@@ -97,7 +100,7 @@ def init_ray(
     return True
 
 
-def clear_checkpoints(cell: Cell, storage_path: str | os.PathLike | None = None) -> None:
+def clear_checkpoints(cell: AnyCell, storage_path: str | os.PathLike | None = None) -> None:
     """`--restart`: forget the cell's Train run (checkpoints and state) so it starts from scratch."""
     root = storage_root(storage_path)
     if "://" in root:
@@ -159,14 +162,14 @@ def cell_trainable(config: dict[str, Any]) -> None:
 
 @dataclass
 class CellOutcome:
-    cell: Cell
+    cell: AnyCell
     status: str  # "finished" | "error" | "skipped"
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
 
 def run_cells(
-    cells: Sequence[Cell],
+    cells: Sequence[AnyCell],
     *,
     grid_name: str,
     tracking_uri: str | None,
@@ -185,9 +188,9 @@ def run_cells(
         return []
     run_ids: dict[str, str] = {}
     if tracking_uri:
-        from orchestrator.tracking import open_cell_run
+        from orchestrator.tracking import open_run
 
-        run_ids = {c.cell_id: open_cell_run(tracking_uri, experiment_id, c, status="SCHEDULED") for c in cells}
+        run_ids = {c.cell_id: open_run(tracking_uri, experiment_id, c, status="SCHEDULED") for c in cells}
     storage = storage_root(storage_path)
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)
@@ -196,19 +199,32 @@ def run_cells(
     return _outcomes(tuner.fit(), cells)
 
 
-def _tuner(cells: Sequence[Cell], *, grid_name: str, tracking_uri: str | None, run_ids: dict[str, str], storage: str,
-           max_concurrent_cells: int, callbacks: Sequence[Any], max_failures: int):
+def _trainable(cells: Sequence[AnyCell]):
+    """Training cells: the driver that fits a TorchTrainer (its workers hold the CPUs); evaluation cells:
+    the evaluation itself, holding the cell's CPUs and GPU. A grid's cells are all of one kind."""
+    from ray import tune
+
+    if not all(isinstance(c, EvalCell) for c in cells):
+        return tune.with_resources(cell_trainable, {"memory": DRIVER_MEMORY_BYTES})
+    from orchestrator.eval_entry import evaluation_trainable
+
+    res = cells[0].resources
+    return tune.with_resources(evaluation_trainable, {"CPU": res.cpus_per_worker, "GPU": 1 if res.use_gpu else 0})
+
+
+def _tuner(cells: Sequence[AnyCell], *, grid_name: str, tracking_uri: str | None, run_ids: dict[str, str],
+           storage: str, max_concurrent_cells: int, callbacks: Sequence[Any], max_failures: int):
     """One Tune experiment with one trial per cell, each named (and foldered) after its cell."""
     from ray import tune
 
     def trial_name(trial) -> str:
-        return Cell.from_dict(trial.config["cell"]).name
+        return cell_from_dict(trial.config["cell"]).name
 
     def trial_dirname(trial) -> str:
-        return train_run_name(Cell.from_dict(trial.config["cell"]))
+        return train_run_name(cell_from_dict(trial.config["cell"]))
 
     return tune.Tuner(
-        tune.with_resources(cell_trainable, {"memory": DRIVER_MEMORY_BYTES}),
+        _trainable(cells),
         param_space={
             "cell": tune.grid_search([c.to_dict() for c in cells]),
             "tracking_uri": tracking_uri,
@@ -220,7 +236,9 @@ def _tuner(cells: Sequence[Cell], *, grid_name: str, tracking_uri: str | None, r
             max_concurrent_trials=max(1, max_concurrent_cells),
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_dirname,
-            reuse_actors=False,
+            # an evaluation's process keeps torch, MLflow and its store connection for the next one (most of
+            # its cost on small data); a training trial's TorchTrainer starts its own workers anyway
+            reuse_actors=all(isinstance(c, EvalCell) for c in cells),
         ),
         run_config=tune.RunConfig(
             name=f"tune-{grid_name}",
@@ -233,7 +251,7 @@ def _tuner(cells: Sequence[Cell], *, grid_name: str, tracking_uri: str | None, r
     )
 
 
-def _outcomes(results, cells: Sequence[Cell]) -> list[CellOutcome]:
+def _outcomes(results, cells: Sequence[AnyCell]) -> list[CellOutcome]:
     """How each cell ended, matched by trial folder: a trial that died early may come back without its config."""
     by_id = {c.cell_id: c for c in cells}
     by_dirname = {train_run_name(c): c for c in cells}
@@ -241,7 +259,7 @@ def _outcomes(results, cells: Sequence[Cell]) -> list[CellOutcome]:
     for result in results:
         cell = by_dirname.get(str(result.path or "").rstrip("/").rsplit("/", 1)[-1])
         if cell is None and result.config:
-            cell = by_id.get(Cell.from_dict(result.config["cell"]).cell_id)
+            cell = by_id.get(cell_from_dict(result.config["cell"]).cell_id)
         if cell is None:
             continue
         if result.error is not None:

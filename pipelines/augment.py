@@ -33,11 +33,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipelines.catalog import EVAL_RESIZE, MULTISCALE_SIDES
+
 SMALL_IMAGE = 64  # sides up to this are "CIFAR-like": stored raw, padded-crop augmentation
 CIFAR_PAD = 4
-EVAL_RESIZE = 256
 SCALE_RANGE = (256.0, 480.0)
-MULTISCALE_SIDES = (224, 256, 384, 480, 640)  # shorter side at test time, paper Sec. 3.4
 TRAIN_CROPS = ("scale", "rrc")
 FLIP_PROB = 0.5
 

@@ -16,6 +16,8 @@ LoaderName = Literal["ffcv", "torch"]
 # 10crop: corners + centre and their mirrors (paper Tables 2-3); multiscale: Table 4's fully
 # convolutional testing at shorter sides 224-640 (ImageNet-size data only)
 EvalProtocol = Literal["center", "10crop", "full", "multiscale"]
+EVAL_RESIZE = 256  # ImageNet evaluation: the shorter side before a 224 centre crop (center) or 10 crops
+MULTISCALE_SIDES = (224, 256, 384, 480, 640)  # multiscale: the shorter sides at test time, paper Sec. 3.4
 # train: the training split proper (CIFAR's 45k of the paper's 45k/5k schedule search; ImageNet; digits);
 # trainval: every training image, val included (CIFAR's 50k, on which Table 6's models were trained)
 TrainSplit = Literal["train", "trainval"]

@@ -62,7 +62,11 @@ class TrainConfig(BaseModel):
     loader: LoaderName = Field("ffcv", description="ffcv (compiled, fast) or torch (a DataLoader over the same files)")
     num_workers: int = Field(1, ge=0, le=256, description="data-loading threads (FFCV) or processes (torch) per worker")
     eval_protocol: EvalProtocol = Field("full", description=(
-        "test view: full, center, 10crop (Tables 2-3) or multiscale (Table 4, ImageNet only)"))
+        "the final test's view: full, center, 10crop (Tables 2-3) or multiscale (Table 4, ImageNet only); "
+        "also every epoch's unless epoch_eval_protocol is set"))
+    epoch_eval_protocol: EvalProtocol | None = Field(None, description=(
+        "the cheaper view each epoch's validation uses (e.g. center); eval_protocol then runs once, after "
+        "the last epoch. null: eval_protocol every epoch"))
     lighting: float = Field(0.0, ge=0, le=10, description="std of AlexNet's PCA colour noise in training (0: off)")
     train_split: TrainSplit = Field("train", description=(
         "the split trained on: train (CIFAR's 45k, the paper's schedule search) or trainval (CIFAR's whole 50k "
@@ -76,6 +80,11 @@ class TrainConfig(BaseModel):
         "bottlenecks: stride in the first 1x1 conv (the paper) or, false, in the 3x3 (torchvision's v1.5)"))
     max_train_batches: int | None = Field(None, ge=1, le=MAX_COUNT, description=(
         "cap on training batches per epoch, for smoke tests and benchmarks"))
+
+    @property
+    def epoch_protocol(self) -> str:
+        """The view of the per-epoch validation: `epoch_eval_protocol`, else `eval_protocol`."""
+        return self.epoch_eval_protocol or self.eval_protocol
 
     @property
     def schedule_unit(self) -> str:

@@ -33,14 +33,17 @@ LAYER_RESPONSE_IMAGES = 512  # test images the Fig. 7 responses are measured on
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def class_scores(net: nn.Module, images: torch.Tensor, eval_protocol: str) -> torch.Tensor:
-    """Scores of one evaluation batch: crops' softmax averaged (10-crop), scales' too (multi-scale), else logits."""
+def class_scores(net: nn.Module, images: torch.Tensor, eval_protocol: str, *,
+                 probabilities: bool = False) -> torch.Tensor:
+    """Scores of one evaluation batch: crops' softmax averaged (10-crop), scales' too (multi-scale), else logits
+    (their softmax with `probabilities`, so that every protocol gives probabilities an ensemble can average)."""
     if images.dim() == 5:  # (batch, crops, C, H, W)
         b, c = images.shape[:2]
         return F.softmax(net(images.flatten(0, 1)).float(), 1).view(b, c, -1).mean(1)
     if eval_protocol == "multiscale":  # fully convolutional: each scale, mirrored
         return torch.stack([F.softmax(net(view).float(), 1) for view in multiscale_views(images)]).mean(0)
-    return net(images).float()
+    logits = net(images).float()
+    return F.softmax(logits, 1) if probabilities else logits
 
 
 def build_network(cfg: TrainConfig, arch: str, variant: str, num_classes: int, *, seed: int, device: torch.device,
@@ -56,24 +59,38 @@ def build_network(cfg: TrainConfig, arch: str, variant: str, num_classes: int, *
     return net.to(device)
 
 
-def build_loaders(cfg: TrainConfig, dataset_path: str, splits: set[str], *, batch_size: int, rank: int,
-                  world_size: int, seed: int, device: torch.device, channels_last: bool):
-    """This worker's shard of the training split, and of each evaluation split (val, test) the data has."""
-    common = {"rank": rank, "world_size": world_size, "seed": seed, "loader": cfg.loader, "batch_size": batch_size,
-              "num_workers": cfg.num_workers, "device": str(device), "channels_last": channels_last,
-              # every split is normalised with the statistics of the split the network trains on
-              "normalization": cfg.normalization, "stats_split": cfg.train_split}
-    train = pipelines.build_loader(dataset_path, cfg.train_split, train=True, lighting=cfg.lighting, **common)
-    evaluation = {split: pipelines.build_loader(dataset_path, split, train=False, eval_protocol=cfg.eval_protocol,
-                                                **common)
-                  for split in held_out_splits(cfg, splits)}
-    return train, evaluation
+def loader_options(cfg: TrainConfig, *, batch_size: int, rank: int, world_size: int, seed: int,
+                   device: torch.device, channels_last: bool) -> dict[str, Any]:
+    """What every loader of a worker shares, training and evaluation alike (and evaluation cells re-testing
+    a trained network with its own config: whatever its training loaders did to the images, theirs do too)."""
+    return {"rank": rank, "world_size": world_size, "seed": seed, "loader": cfg.loader, "batch_size": batch_size,
+            "num_workers": cfg.num_workers, "device": str(device), "channels_last": channels_last,
+            # every split is normalised with the statistics of the split the network trains on
+            "normalization": cfg.normalization, "stats_split": cfg.train_split}
 
 
 def held_out_splits(cfg: TrainConfig, splits: set[str]) -> list[str]:
     """The evaluation splits among `splits`: val and test, but not val when it is part of the training split."""
     return [split for split in ("val", "test") if split in splits and not (split == "val" and
                                                                            cfg.train_split == "trainval")]
+
+
+def build_eval_loaders(cfg: TrainConfig, dataset_path: str, splits: set[str], *, protocol: str,
+                       **options: Any) -> dict[str, Any]:
+    """This worker's shard of each evaluation split (val, test) among `splits`, seen through `protocol`."""
+    common = loader_options(cfg, **options)
+    return {split: pipelines.build_loader(dataset_path, split, train=False, eval_protocol=protocol, **common)
+            for split in held_out_splits(cfg, splits)}
+
+
+def build_loaders(cfg: TrainConfig, dataset_path: str, splits: set[str], **options: Any):
+    """This worker's shard of the training split, and of each evaluation split in the per-epoch protocol.
+
+    options: batch_size, rank, world_size, seed, device, channels_last (see `loader_options`).
+    """
+    train = pipelines.build_loader(dataset_path, cfg.train_split, train=True, lighting=cfg.lighting,
+                                   **loader_options(cfg, **options))
+    return train, build_eval_loaders(cfg, dataset_path, splits, protocol=cfg.epoch_protocol, **options)
 
 
 def schedule_length(cfg: TrainConfig, train_loader, device: torch.device) -> tuple[int, int]:
@@ -130,6 +147,7 @@ class Trainer:
                  run_key: str | None = None, rank: int = 0, world_size: int = 1,
                  device: torch.device | str = "cpu", wrap_model: Callable[[nn.Module], nn.Module] | None = None):
         self.cfg, self.arch, self.variant, self.seed, self.run_key = cfg, arch, variant, seed, run_key
+        self.dataset_path = dataset_path
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         self.on_gpu = self.device.type == "cuda"
@@ -266,11 +284,32 @@ class Trainer:
         return {m.TRAIN_LOSS: loss_sum / max(seen, 1), m.TRAIN_ERR: 100.0 * wrong / max(seen, 1),
                 m.LR: lr, m.IMAGES_PER_S: seen / max(seconds, 1e-9)}
 
-    def evaluate(self, loader) -> tuple[float, float]:
-        """Top-1 and top-5 error (%) over the split, summed over every rank's shard."""
+    def evaluate(self, loader, protocol: str | None = None) -> tuple[float, float]:
+        """Top-1 and top-5 error (%) over the split, summed over every rank's shard (default: the per-epoch view)."""
         self.model.eval()
-        return evaluate(self.net, loader, eval_protocol=self.cfg.eval_protocol, num_classes=self.num_classes,
-                        device=self.device, to_device=self._to_device, autocast=self._autocast)
+        return evaluate(self.net, loader, eval_protocol=protocol or self.cfg.epoch_protocol,
+                        num_classes=self.num_classes, device=self.device, to_device=self._to_device,
+                        autocast=self._autocast)
+
+    def final_test(self) -> dict[str, float]:
+        """After the last epoch, every rank together: `eval_protocol` once on each evaluation split.
+
+        Only where the epochs validated with a cheaper view (`epoch_eval_protocol`); otherwise the
+        last epoch's errors are the final ones and this returns nothing. Keys: `metrics.final_errors`.
+        """
+        protocol = self.cfg.eval_protocol
+        if self.cfg.epoch_protocol == protocol:
+            return {}
+        start = time.perf_counter()
+        loaders = build_eval_loaders(
+            self.cfg, self.dataset_path, set(self.eval_loaders), protocol=protocol,
+            batch_size=self.per_worker_batch, rank=self.rank, world_size=self.world_size, seed=self.seed,
+            device=self.device, channels_last=self.channels_last)
+        results: dict[str, float] = {}
+        for split, loader in loaders.items():
+            results.update(zip(m.final_errors(split), self.evaluate(loader, protocol), strict=True))
+        self.elapsed_s += time.perf_counter() - start  # counted in the run's worker-hours
+        return results
 
     def run_epoch(self) -> dict[str, float]:
         """Train one epoch, evaluate val and test, advance the schedule; the epoch's `training.metrics`."""

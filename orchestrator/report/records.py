@@ -75,6 +75,22 @@ class RunRecord:
         """The writer marks a cell finished only once its final metrics and model are logged."""
         return self.tags.get(cv.TAG_STATUS) == cv.STATUS_FINISHED
 
+    @property
+    def is_evaluation(self) -> bool:
+        """An evaluation cell's run (trained networks tested once: Table 4, an ensemble), not a training run."""
+        return self.tags.get(cv.TAG_CELL_KIND) == cv.KIND_EVALUATION
+
+    @property
+    def ensemble(self) -> str | None:
+        """The ensemble's name, for an evaluation of averaged networks."""
+        return self.tags.get(cv.TAG_ENSEMBLE)
+
+    def final_metric(self, key: str) -> float | None:
+        """The run's number for `key` as the report shows it: its final test (`final_<key>`, where the epochs
+        validated with a cheaper view than `eval_protocol`), else the metric's last value."""
+        final = self.metric(cv.FINAL_PREFIX + key)
+        return final if final is not None else self.metric(key)
+
     def axis(self, name: str) -> str | None:
         return self.tags.get(cv.axis_tag(name))
 

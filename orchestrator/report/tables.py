@@ -80,7 +80,7 @@ def latest_finished(runs: Iterable[RunRecord]) -> list[RunRecord]:
 
 
 def stat(runs: Sequence[RunRecord], metric: str) -> Stat | None:
-    values = tuple(v for v in (r.metric(metric) for r in runs) if v is not None)
+    values = tuple(v for v in (r.final_metric(metric) for r in runs) if v is not None)
     return Stat(values) if values else EMPTY
 
 
@@ -264,6 +264,34 @@ def imagenet_tables(grid: RunIndex) -> list[Table]:
     return tables
 
 
+def ensembles_table(grid: RunIndex) -> Table | None:
+    """Every ensemble evaluation: its members' averaged softmax, tested once; ImageNet's beside Table 5's 3.57."""
+    planned = {r.cell_id: r for r in sorted(grid.runs, key=lambda r: r.start_time or 0) if r.ensemble}
+    if not planned:
+        return None
+    done = {r.cell_id: r for r in grid.done if r.ensemble}
+    table = Table("ensembles", "Ensembles: averaged softmax of several networks (Table 5)",
+                  "ours: the members' softmax averaged image by image, tested once on the split named (ImageNet: "
+                  f"val); paper: {paper.TABLE5_PROTOCOL}",
+                  ("ensemble", "protocol", "split", "members", "top-1 err", "top-5 err", "top-5 (paper)",
+                   "worker-h", "GPU-h"))
+    for cell_id, run in sorted(planned.items(), key=lambda item: (item[1].ensemble, item[1].eval_protocol or "")):
+        found = done.get(cell_id)
+        split = run.tags.get(cv.TAG_EVAL_SPLIT, "test")
+        top1_key, top5_key = f"{split}_err", f"{split}_top5_err"
+        runs = [found] if found else []
+        table.rows.append((run.ensemble, run.eval_protocol, split, run.tags.get(cv.TAG_ENSEMBLE_MEMBERS, EMPTY),
+                           stat(runs, top1_key), stat(runs, top5_key),
+                           paper.TABLE5_RESNET_TOP5 if run.dataset == "imagenet" else EMPTY,
+                           Hours(_hours(runs, cv.M_WORKER_HOURS)), Hours(_hours(runs, cv.M_GPU_HOURS))))
+    table.missing = len(set(planned) - set(done))
+    if table.missing:
+        table.notes.append(f"missing: {table.missing} planned ensemble evaluation(s) without a finished run")
+    table.worker_hours = _hours(done.values(), cv.M_WORKER_HOURS)
+    table.gpu_hours = _hours(done.values(), cv.M_GPU_HOURS)
+    return table
+
+
 def _sort_key(value: str | None) -> tuple:
     if value is None:
         return (2, 0, "")
@@ -278,9 +306,11 @@ def pivot(grid: RunIndex, rows: str, cols: str, metric: str) -> Table:
     cells: dict[tuple, list[RunRecord]] = defaultdict(list)
     planned: dict[tuple, set[str]] = defaultdict(set)  # cell ids
     for r in grid.runs:
-        planned[(r.value(rows), r.value(cols))].add(r.cell_id)
+        if not r.ensemble:  # ensembles have a table of their own
+            planned[(r.value(rows), r.value(cols))].add(r.cell_id)
     for r in grid.done:
-        cells[(r.value(rows), r.value(cols))].append(r)
+        if not r.ensemble:
+            cells[(r.value(rows), r.value(cols))].append(r)
     row_values = sorted({k[0] for k in planned}, key=_sort_key)
     col_values = sorted({k[1] for k in planned}, key=_sort_key)
     table = Table("pivot", f"{metric} (%) by {rows} x {cols}", f"ours: {metric} at the last epoch",
@@ -298,14 +328,16 @@ def pivot(grid: RunIndex, rows: str, cols: str, metric: str) -> Table:
 
 def cells_table(grid: RunIndex) -> Table:
     """Every run of the grid, finished or not: its final errors and the compute it used."""
-    table = Table("cells", "Cells: final errors and compute per run", "ours: last logged value of each metric",
+    table = Table("cells", "Cells: final errors and compute per run",
+                  "ours: each run's final test (the last epoch's value where it ran none)",
                   ("run", "arch", "dataset", "seed", "status", "test err", "val err", "worker-h", "GPU-h", "model"))
     order = sorted(grid.runs, key=lambda r: (r.dataset or "", r.arch, _sort_key(str(r.seed)), r.start_time or 0,
                                              r.run_id))
     kept = {r.run_id for r in grid.done}
     for r in order:
         status = ("finished" if r.run_id in kept else "superseded") if r.finished else r.status
-        table.rows.append((r.name, r.arch, r.dataset, r.seed, status, r.metric(cv.M_TEST_ERR), r.metric(cv.M_VAL_ERR),
+        table.rows.append((r.name, r.arch, r.dataset, r.seed, status, r.final_metric(cv.M_TEST_ERR),
+                           r.final_metric(cv.M_VAL_ERR),
                            Hours(r.metric(cv.M_WORKER_HOURS) or 0.0), Hours(r.metric(cv.M_GPU_HOURS) or 0.0),
                            ", ".join(r.model_versions) or EMPTY))
     table.worker_hours = _hours(grid.runs, cv.M_WORKER_HOURS)
@@ -326,10 +358,11 @@ def build_tables(selection: Selection, *, rows: str | None = None, cols: str | N
     """Every table that applies to the selection, paper tables first, then the pivot and the cells."""
     grid = RunIndex(selection)
     tables = [t for t in [table6(grid)] if t] + imagenet_tables(grid)
-    if rows or cols or not tables:
+    if rows or cols or not tables and any(not r.ensemble for r in grid.runs):
         if metric is None:
             metric = cv.M_TEST_ERR if any(r.metric(cv.M_TEST_ERR) is not None for r in grid.done) else cv.M_VAL_ERR
         tables.append(pivot(grid, rows or cv.PARAM_DEPTH, cols or cv.PARAM_SHORTCUT, metric))
+    tables += [t for t in [ensembles_table(grid)] if t]
     tables.append(cells_table(grid))
     return tables
 
