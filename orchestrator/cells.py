@@ -56,7 +56,7 @@ class Resources(BaseModel):
 # TrainConfig fields added after cell ids were first handed out, each with the value that keeps the
 # behaviour from before it existed. A cell holding that value hashes without the field, so its id (and
 # with it its MLflow run and its checkpoints) stays what it was; any other value is a new cell.
-ID_NEUTRAL_FIELDS: dict[str, Any] = {"epoch_eval_protocol": None}
+ID_NEUTRAL_FIELDS: dict[str, Any] = {"epoch_eval_protocol": None, "compile": False}
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ class TrainConfig(BaseModel):
         "is below this (paper: 80); every worker switches on the same iteration"))
     amp: AmpMode = Field("off", description="mixed precision on GPUs: off, bf16 or fp16")
     channels_last: bool = Field(False, description="channels-last memory format on GPUs")
+    compile: bool = Field(False, description=(
+        "torch.compile the training step (worth it on GPUs for long cells; the first steps pay the compilation)"))
     loader: LoaderName = Field("ffcv", description="ffcv (compiled, fast) or torch (a DataLoader over the same files)")
     num_workers: int = Field(1, ge=0, le=256, description="data-loading threads (FFCV) or processes (torch) per worker")
     eval_protocol: EvalProtocol = Field("full", description=(

@@ -158,6 +158,8 @@ class Trainer:
         self.net = build_network(cfg, arch, variant, self.num_classes, seed=seed, device=self.device,
                                  channels_last=self.channels_last)
         self.model = wrap_model(self.net) if wrap_model is not None else self.net  # DDP on several workers
+        if cfg.compile:  # the training step only; evaluation and checkpoints use the plain `net`
+            self.model = torch.compile(self.model)
         self.optimizer = self._build_optimizer()
         self.schedule = PresetSchedule(cfg)
         amp = cfg.amp if self.on_gpu else "off"
@@ -262,7 +264,10 @@ class Trainer:
     def train_epoch(self) -> dict[str, float]:
         """One pass over this worker's shard (capped by `max_train_batches` and the iteration budget)."""
         self.model.train()
-        loss_sum = wrong = seen = 0.0
+        # the epoch's sums stay on the device (no host sync per step): the loss in float64, as the
+        # Python floats of `loss.item() * n` were, so the totals are the same numbers; one sync at the end
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # [loss * images, misclassified]
+        seen = 0
         steps = min(self.steps_per_epoch, self.total_iterations - self.iteration)
         start = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
@@ -274,11 +279,12 @@ class Trainer:
             with torch.no_grad():
                 n = labels.numel()
                 batch_wrong = (logits.argmax(1) != labels).sum()
-                self._watch_warmup(batch_wrong, n)
-                wrong += batch_wrong.item()
-                loss_sum += loss.item() * n
+                self._watch_warmup(batch_wrong, n)  # syncs only at the rule's checks, every few steps
+                sums[0] += loss.detach().double() * n
+                sums[1] += batch_wrong
                 seen += n
         self._check_warmup()  # the epoch's last counts join the window before a checkpoint is taken
+        loss_sum, wrong = sums.tolist()  # the epoch's one sync
         seconds = time.perf_counter() - start
         loss_sum, wrong, seen = all_reduce([loss_sum, wrong, seen], self.device)
         return {m.TRAIN_LOSS: loss_sum / max(seen, 1), m.TRAIN_ERR: 100.0 * wrong / max(seen, 1),
