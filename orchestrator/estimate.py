@@ -134,4 +134,32 @@ def plan_grid(spec, cells: Sequence[AnyCell]) -> tuple[dict[str, Any], list[dict
     return summary, rows
 
 
-__all__ = ["TRAINING_FACTOR", "cell_estimate", "cell_rows", "evaluation_rows", "plan_grid", "view_sides"]
+def claim_power(spec) -> list[dict[str, Any]] | None:
+    """For each claim the grid's store has runs for and cannot decide yet: the seeds per network the current
+    spread suggests (a power estimate, `report.stats.seeds_needed`). None where the store holds no runs of the
+    grid yet; a store that does not exist is neither read nor created, and a tracking server is not asked."""
+    import os
+
+    from orchestrator.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(getattr(getattr(spec, "tracking", None), "uri", None))
+    if not hasattr(spec, "claims") or not uri.startswith("sqlite:///") or not os.path.isfile(uri[len("sqlite:///"):]):
+        return None
+    from orchestrator.report.records import ReportError
+    from orchestrator.report.source import open_reader, select_runs
+    from orchestrator.report.stats import UNDECIDED
+    from orchestrator.report.tables import RunIndex
+    from orchestrator.report.verdicts import Settings, check_claims
+
+    try:
+        reader = open_reader(uri)
+        selection = select_runs(reader, grid=spec.name, experiment=spec.experiment_name)
+    except ReportError:  # not an MLflow store we know, or no runs of this grid yet
+        return None
+    settings = Settings(spec.verdicts.tolerance, spec.verdicts.alpha, tuple(spec.claims))
+    results = check_claims(RunIndex(selection, settings.tolerance), settings, reader.histories)
+    return [r.to_json() for r in results if r.verdict == UNDECIDED]
+
+
+__all__ = ["TRAINING_FACTOR", "cell_estimate", "cell_rows", "claim_power", "evaluation_rows", "plan_grid",
+           "view_sides"]

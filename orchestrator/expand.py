@@ -18,7 +18,7 @@ from models.arch import arch_name, default_shortcut
 from orchestrator.cells import Cell
 from orchestrator.conventions import run_name
 from orchestrator.presets import WARMUP_FIELDS, preset
-from orchestrator.spec import CELL_AXES, GridSpec, Loc
+from orchestrator.spec import AXES, CELL_AXES, GridSpec, Loc
 from pipelines.catalog import VARIANT_OF
 from training.config import TrainConfig
 
@@ -148,3 +148,10 @@ def expand_cells(spec: GridSpec, *, limit: int | None = MAX_CELLS) -> list[Cell]
             cell = _cell(spec, b, dict(zip(names, combo, strict=True)))
             cells.setdefault(cell.cell_id, cell)
     return list(cells.values())
+
+
+def with_seed(spec: GridSpec, cell: Cell, seed: int) -> Cell:
+    """`cell` trained with another seed: the very cell (same id, so the same MLflow run and checkpoints) the
+    grid would expand to had its seed axis listed `seed` too. `submit --until-decided` adds seeds this way."""
+    values = {**dict(cell.axes), "seed": seed}
+    return _cell(spec, 0, {axis: (0, values[axis]) for axis in AXES if axis in values})

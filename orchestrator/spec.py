@@ -24,8 +24,9 @@ from typing import Annotated, Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator
 
-from models.arch import Shortcut, layout_problem
+from models.arch import Shortcut, arch_name, default_shortcut, layout_problem
 from orchestrator.cells import Resources
+from orchestrator.claims import DEFAULT_ALPHA, DEFAULT_TOLERANCE, parse_claim
 from pipelines.catalog import DATASETS, VARIANT_OF, DatasetName
 from resnetctl.errors import UserError
 from training.config import TrainConfig
@@ -201,6 +202,14 @@ class TrackingSpec(_Strict):
         return value
 
 
+class VerdictsSpec(_Strict):
+    """How `resnetctl report` judges this grid (the report's --tolerance and --alpha override these)."""
+
+    tolerance: float = Field(DEFAULT_TOLERANCE, ge=0, le=100, description=(
+        "percentage points the paper's number may lie outside our 95% interval and still count as reproduced"))
+    alpha: float = Field(DEFAULT_ALPHA, gt=0, lt=1, description="significance level of the claims' t-tests")
+
+
 class GridSpec(_Strict):
     """A validated grid file. Build it with `load_grid` (or `parse_grid` for data already loaded)."""
 
@@ -210,6 +219,9 @@ class GridSpec(_Strict):
     train: TrainOverrides = Field(default_factory=TrainOverrides)
     resources: Resources = Field(default_factory=Resources)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    claims: Annotated[list[str], Field(max_length=1000)] = Field(default_factory=list)  # "resnet8-A < plain8"
+    verdicts: VerdictsSpec = Field(default_factory=VerdictsSpec)
+
 
     _source: str = PrivateAttr(default="<grid>")
     _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
@@ -547,8 +559,32 @@ def _check(spec: GridSpec) -> GridSpec:
         updates = {"name": data.name or datasets[0], "path": data.path or data.path_for(datasets[0])}
     if updates:
         spec.dataset = data.model_copy(update=updates)
+    _check_claims(spec)
     return spec
 
+
+def grid_archs(spec: GridSpec) -> dict[str, str]:
+    """Every network a cell of the grid trains: arch name -> its variant (cifar | imagenet)."""
+    archs: dict[str, str] = {}
+    for block in spec.grid:
+        for dataset in block.dataset or spec.datasets()[:1]:
+            variant = VARIANT_OF[dataset]
+            for depth in block.depth:
+                for shortcut in block.shortcut or [default_shortcut(variant)]:
+                    archs[arch_name(depth, shortcut)] = variant
+    return archs
+
+
+def _check_claims(spec: GridSpec) -> None:
+    """Each claim parses and names two networks of this grid and a metric the report knows."""
+    archs = grid_archs(spec)
+    variants = set(archs.values())
+    variant = variants.pop() if len(variants) == 1 else None
+    for i, text in enumerate(spec.claims):
+        try:
+            parse_claim(text, archs=archs, variant=variant)
+        except ValueError as exc:
+            raise spec.error(("claims", i), str(exc)) from None
 
 # ----------------------------------------------------------------------------- entry points
 def parse_grid(data: Any, source: str = "<grid>", lines: dict[Loc, int] | None = None) -> GridSpec:

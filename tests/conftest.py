@@ -109,6 +109,20 @@ def wait_for():
 
 
 @pytest.fixture(scope="session")
+def report_helpers():
+    """test_report.py's helpers for other report tests: `_log_cell(client, experiment_id, ...)` writes a cell's
+    run as the writers do, `_report(uri, *args)` runs `resnetctl report`, `_md_rows(text, title)` reads a
+    Markdown table. Test files cannot import each other (--import-mode=importlib), so it is loaded by path."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("report_helpers", Path(__file__).with_name("test_report.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
 def imagenet_root(tmp_path_factory):
     """A prepared ImageNet-style folder: 2 classes, 3 train and 2 val JPEGs each (val labels 0, 0, 1, 1)."""
     import numpy as np

@@ -187,15 +187,16 @@ def test_table6_markdown_numbers_means_paper_column_and_empty_marks(store):
     rows = _md_rows(result.output, "Table 6: CIFAR-10 test error (%)")
     assert list(rows) == ["20", "32", "44", "56", "110", "1202"]  # the paper's row order
     best, mean, std = _expected(20, "A", (0, 1, 2))  # the superseded rerun (55 %) does not count
-    assert rows["20"]["ResNet err"] == f"{best:.2f} ({mean:.2f}±{std:.2f})" == "8.50 (8.90±0.40)"
+    assert rows["20"]["ResNet err"].startswith(f"{best:.2f} ({mean:.2f}±{std:.2f}, ")
+    assert rows["20"]["ResNet err"] == "8.50 (8.90±0.40, [7.91, 9.89], n=3) ?"  # wider than ±0.5: undecided
     assert rows["20"]["ResNet err (paper)"] == "8.75"
     assert rows["20"]["Δ ResNet"] == f"{best - 8.75:+.2f}"
-    assert rows["20"]["plain err"] == "7.00 (7.40±0.40)"
+    assert rows["20"]["plain err"] == "7.00 (7.40±0.40, [6.41, 8.39], n=3)"  # no paper number: no verdict
     assert rows["20"]["plain err (paper)"] == "–"  # the paper tabulates no plain CIFAR errors
-    assert rows["56"]["ResNet err"] == "7.60 (7.80±0.28)"  # seed 2 failed: two seeds only
+    assert rows["56"]["ResNet err"] == "7.60 (7.80±0.28, [5.26, 10.34], n=2) ?"  # seed 2 failed: two seeds only
     assert rows["56"]["runs"] == "5/6"
-    assert rows["110"]["ResNet err (paper)"] == "6.43 (6.61±0.16)"
-    assert rows["110"]["ResNet err"] == "6.25 (6.45±0.28)"
+    assert rows["110"]["ResNet err (paper)"] == "6.43 (6.61±0.16, n=5)"
+    assert rows["110"]["ResNet err"] == "6.25 (6.45±0.28, [3.91, 8.99], n=2) ?"
     assert rows["110"]["plain err"] == "–"
     assert [rows["32"][k] for k in ("ResNet err", "plain err", "Δ ResNet", "runs")] == ["–"] * 4
     assert rows["32"]["ResNet err (paper)"] == "7.51" and rows["1202"]["params (paper)"] == "19.4M"
@@ -235,12 +236,12 @@ def test_csv_files_per_table_with_empty_cells(store, tmp_path):
     uri, _, _ = store
     result = _report(uri, "--grid", CIFAR_GRID, "--format", "csv", "--out", str(tmp_path), "--no-figures")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.csv", "table6.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.csv", "claims.csv", "table6.csv"]
     with (tmp_path / "table6.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [r["layers"] for r in rows] == ["20", "32", "44", "56", "110", "1202"]
-    assert rows[4]["ResNet err (paper)"] == "6.43 (6.61±0.16)" and rows[4]["plain err"] == ""
-    assert rows[0]["ResNet err"] == "8.50 (8.90±0.40)"
+    assert rows[4]["ResNet err (paper)"] == "6.43 (6.61±0.16, n=5)" and rows[4]["plain err"] == ""
+    assert rows[0]["ResNet err"] == "8.50 (8.90±0.40, [7.91, 9.89], n=3) undecided"
 
 
 def test_latex_keeps_the_paper_row_order_and_escapes(store):
@@ -252,7 +253,7 @@ def test_latex_keeps_the_paper_row_order_and_escapes(store):
     labels = [line.split(" & ")[0] for line in body.strip().splitlines()]
     assert labels == [row.label for row in paper.TABLE3]
     assert r"\begin{tabular}{lrrrrrrrrr}" in table3 and r"\toprule" in table3
-    assert r"ResNet-50 & 24.00 & 22.85 & +1.15 & 8.00 & 6.71 & +1.29 & 1/1 & 2.00 & 1.00 \\" in body
+    assert r"ResNet-50 & 24.00 (n=1) ? & 22.85 & +1.15 & 8.00 (n=1) ? & 6.71 & +1.29 & 1/1 & 2.00 & 1.00 \\" in body
     assert r"ResNet-101 & -- & 21.75 & -- & -- & 6.05" in body
     assert r"val\_err" in table3 and "%" not in table3.replace(r"\%", "")
     assert r"\$" not in result.output and result.output.count(r"\begin{table}") == result.output.count(r"\end{table}")
@@ -264,13 +265,13 @@ def test_imagenet_tables_state_protocols_and_keep_table4_to_multiscale_runs(stor
     assert result.exit_code == 0, result.output
     table2 = _md_rows(result.output, "Table 2: ImageNet top-1 error (%), plain vs ResNet")
     assert list(table2) == ["plain-18", "ResNet-18", "plain-34", "ResNet-34"]
-    assert table2["ResNet-34"]["top-1 err"] == "26.00" and table2["ResNet-34"]["top-1 (paper)"] == "25.03"
+    assert table2["ResNet-34"]["top-1 err"] == "26.00 (n=1) ?" and table2["ResNet-34"]["top-1 (paper)"] == "25.03"
     table3 = _md_rows(result.output, "Table 3: ImageNet error (%), deeper ResNets and shortcut options")
-    assert table3["ResNet-50"]["top-1 err"] == "24.00"  # centre-crop run only, not the multi-scale one
+    assert table3["ResNet-50"]["top-1 err"] == "24.00 (n=1) ?"  # centre-crop run only, not the multi-scale one
     assert table3["ResNet-34 C"]["top-1 err"] == "–"
     table4 = _md_rows(result.output, "Table 4: ImageNet single-model error (%), multi-scale")
-    assert table4["ResNet-50"]["top-1 err"] == "21.00" and table4["ResNet-50"]["top-1 (paper)"] == "20.74"
-    assert table4["ResNet-50"]["top-5 err"] == "5.50" and table4["ResNet-50"]["Δ top-5"] == "+0.25"
+    assert table4["ResNet-50"]["top-1 err"] == "21.00 (n=1) ?" and table4["ResNet-50"]["top-1 (paper)"] == "20.74"
+    assert table4["ResNet-50"]["top-5 err"] == "5.50 (n=1) ?" and table4["ResNet-50"]["Δ top-5"] == "+0.25"
     assert table4["ResNet-34 B"]["top-1 err"] == "–"
     sections = result.output.split("\n## ")
     assert "single centre crop (not the paper's protocol); paper: ImageNet validation, 10-crop" in sections[1]
@@ -284,12 +285,12 @@ def test_pivot_for_any_grid(store):
     assert result.exit_code == 0, result.output
     rows = _md_rows(result.output, "test_err (%) by depth x shortcut")
     assert list(rows) == ["8", "14"]  # numeric order
-    assert rows["8"]["shortcut=plain"] == "4.00 (4.50±0.71)"
-    assert rows["14"]["shortcut=A"] == "7.00"  # the running seed does not count ...
+    assert rows["8"]["shortcut=plain"] == "4.00 (4.50±0.71, [-1.85, 10.85], n=2)"  # no paper number: no verdict
+    assert rows["14"]["shortcut=A"] == "7.00 (n=1)"  # the running seed does not count ...
     assert "missing: 1 planned cell(s)" in result.output  # ... and is counted as missing
     result = _report(uri, "--grid", CIFAR_GRID, "--rows", "shortcut", "--cols", "depth", "--metric", "val_err")
     rows = _md_rows(result.output, "val_err (%) by shortcut x depth")
-    assert rows["A"]["depth=110"] == "6.75 (6.95±0.28)" and rows["plain"]["depth=110"] == "–"
+    assert rows["A"]["depth=110"] == "6.75 (6.95±0.28, [4.41, 9.49], n=2)" and rows["plain"]["depth=110"] == "–"
 
 
 def test_cells_with_their_own_seed_counts_are_not_reported_missing(tmp_path):
@@ -335,7 +336,7 @@ def test_html_is_one_self_contained_page_with_figures(store, tmp_path):
         png = base64.b64decode(image.split('"', 1)[0])
         assert png.startswith(b"\x89PNG") and len(png) > 5000
     assert "http://" not in page and "https://" not in page and "<link" not in page
-    assert "<td>8.50 (8.90±0.40)</td>" in page and "<td>–</td>" in page
+    assert "<td>8.50 (8.90±0.40, [7.91, 9.89], n=3) ?</td>" in page and "<td>–</td>" in page
 
 
 def test_figures_have_the_papers_lines(store):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from orchestrator.claims import DEFAULT_ALPHA, DEFAULT_TOLERANCE
 from orchestrator.commands.ui import DEFAULT_STORE
 from orchestrator.report.render import FORMATS
 
@@ -26,26 +27,42 @@ _SUFFIX = {"md": "md", "latex": "tex", "html": "html", "json": "json"}
 @click.option("--metric", default=None, help="Generic pivot: metric (default test_err, else val_err).")
 @click.option("--figures/--no-figures", default=True, show_default=True,
               help="Draw the figures (with --out or --format html).")
+@click.option("--tolerance", type=click.FloatRange(0, 100), default=None,
+              help=f"Percentage points the paper's number may lie outside our 95% interval and still be reproduced "
+                   f"(default: the grid's verdicts.tolerance, else {DEFAULT_TOLERANCE:g}).")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help=f"Significance level of the claims' t-tests (default: the grid's, else {DEFAULT_ALPHA:g}).")
 def report_command(grid: str | None, experiment: str | None, fmt: str, out_dir: Path | None, tracking_uri: str,
-                   rows: str | None, cols: str | None, metric: str | None, figures: bool) -> None:
-    """Print the paper's tables (6, 2, 3, 4) with our numbers beside the paper's, plus compute used."""
-    from orchestrator.report.render import render, table_to_csv
+                   rows: str | None, cols: str | None, metric: str | None, figures: bool, tolerance: float | None,
+                   alpha: float | None) -> None:
+    """Print the paper's tables (6, 2, 3, 4) with our numbers beside the paper's and verdicts, the claims tested,
+    and the compute used."""
+    from orchestrator.report.render import render
     from orchestrator.report.source import open_reader, select_runs
-    from orchestrator.report.tables import build_tables
+    from orchestrator.report.verdicts import build_report
 
     reader = open_reader(tracking_uri)  # a ReportError (bad store, no such grid) is a UserError: one line, exit 2
     selection = select_runs(reader, grid=grid, experiment=experiment)
-    tables = build_tables(selection, rows=rows, cols=cols, metric=metric)
+    report = build_report(selection, reader.histories, rows=rows, cols=cols, metric=metric, tolerance=tolerance,
+                          alpha=alpha)
 
     drawn: dict = {}
     if figures and (out_dir is not None or fmt == "html"):
         from orchestrator.report.figures import build_figures, png_bytes
 
         drawn = {name: png_bytes(fig) for name, fig in build_figures(selection.runs, reader).items()}
-
+    text = render(fmt, selection, report.tables, drawn, report.claims, report.settings.to_json())
     if out_dir is None:
-        click.echo(render(fmt, selection, tables, drawn))
+        click.echo(text)
         return
+    for path in _write(out_dir, fmt, text, report.tables, drawn):
+        click.echo(str(path))
+
+
+def _write(out_dir: Path, fmt: str, text: str, tables: list, drawn: dict[str, bytes]) -> list[Path]:
+    """The report (CSV: one file per table) and the figures as PNG into `out_dir`; the paths written."""
+    from orchestrator.report.render import table_to_csv
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     if fmt == "csv":
@@ -54,10 +71,9 @@ def report_command(grid: str | None, experiment: str | None, fmt: str, out_dir: 
             written[-1].write_text(table_to_csv(table))
     else:
         written.append(out_dir / f"report.{_SUFFIX[fmt]}")
-        written[-1].write_text(render(fmt, selection, tables, drawn))
+        written[-1].write_text(text)
     if fmt != "html":
         for name, png in drawn.items():
             written.append(out_dir / f"{name}.png")
             written[-1].write_bytes(png)
-    for path in written:
-        click.echo(str(path))
+    return written

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator import conventions as cv
+from orchestrator.claims import Claim
 
 
 @dataclass(frozen=True)
@@ -112,3 +113,32 @@ NORMALIZATION_WORDS: dict[str, str] = {
     "pixel_mean": "per-pixel mean subtracted",
     "channel": "per-channel mean/std",
 }
+
+
+# The paper's claims, each "first < second" on the dataset's test error (ImageNet: val_err) unless a metric is
+# named. Checked on whatever cells a grid has; a claim whose networks the grid lacks is `not run`.
+_T2, _T3 = "Table 2 / Fig. 4", "Table 3"
+_T6, _F6, _F7 = "Table 6 / Fig. 6", "Fig. 6", "Fig. 7"
+CLAIMS: tuple[Claim, ...] = (
+    Claim("plain18", "plain34", source=f"{_T2}: plain-34 worse than plain-18 (degradation)", dataset="imagenet"),
+    Claim("resnet34-A", "resnet18-A", source=f"{_T2}: ResNet-34 better than ResNet-18", dataset="imagenet"),
+    *(Claim(f"resnet{d}-A", f"plain{d}", source=f"{_T2}: a ResNet beats the plain net of its depth",
+            dataset="imagenet") for d in (18, 34)),
+    Claim("resnet34-B", "resnet34-A", source=f"{_T3}: projection shortcuts help a little (A >= B in error)",
+          dataset="imagenet"),
+    Claim("resnet34-C", "resnet34-B", source=f"{_T3}: projection shortcuts help a little (B >= C in error)",
+          dataset="imagenet"),
+    *(Claim(f"resnet{deeper}-A", f"resnet{d}-A", source=f"{_T6}: ResNet error falls with depth up to 110",
+            dataset="cifar10") for d, deeper in ((20, 32), (32, 44), (44, 56), (56, 110))),
+    Claim("resnet110-A", "resnet1202-A", source=f"{_T6}: 1202 layers worse than 110", dataset="cifar10"),
+    *(Claim(f"plain{d}", f"plain{deeper}", source=f"{_F6}: plain nets worse with depth", dataset="cifar10")
+      for d, deeper in ((20, 32), (32, 44), (44, 56))),
+    *(Claim(f"resnet{d}-A", f"plain{d}", source=f"{_F6}: a ResNet beats the plain net of its depth",
+            dataset="cifar10") for d in (20, 32, 44, 56)),
+    *(Claim(f"resnet{d}-A", f"plain{d}", cv.M_LAYER_RESPONSE, dataset="cifar10",
+            source=f"{_F7}: ResNets' layer responses smaller than plain nets'") for d in (20, 56)),
+    *(Claim(f"resnet{deeper}-A", f"resnet{d}-A", cv.M_LAYER_RESPONSE, dataset="cifar10",
+            source=f"{_F7}: deeper ResNets' responses smaller still") for d, deeper in ((20, 56), (56, 110))),
+)
+# Beyond those, on every dataset: a ResNet beats the plain net of its depth wherever a grid trains both.
+RESIDUAL_CLAIM_SOURCE = "Sec. 4: a ResNet beats the plain net of its depth"

@@ -63,6 +63,9 @@ class ClientReader:
                 counts[grid] = counts.get(grid, 0) + 1
         return counts
 
+    def experiment_tags(self, experiment_id: str) -> dict[str, str]:
+        return dict(self.client.get_experiment(experiment_id).tags)
+
     def runs(self, experiment_id: str) -> list[RunRecord]:
         found = list(self._search([experiment_id]))
         versions: dict[str, list[tuple[str, int]]] = {}

@@ -29,6 +29,7 @@ experiments = table("experiments", column("experiment_id"), column("name"), colu
 runs = table("runs", column("run_uuid"), column("name"), column("experiment_id"), column("status"),
              column("start_time"), column("end_time"), column("lifecycle_stage"))
 tags = table("tags", column("run_uuid"), column("key"), column("value"))
+experiment_tags = table("experiment_tags", column("experiment_id"), column("key"), column("value"))
 params = table("params", column("run_uuid"), column("key"), column("value"))
 latest_metrics = table("latest_metrics", column("run_uuid"), column("key"), column("value"), column("is_nan"))
 metrics = table("metrics", column("run_uuid"), column("key"), column("step"), column("value"),
@@ -86,6 +87,12 @@ class SqlReader:
         )
         with self.engine.connect() as conn:
             return {value: count for value, count in conn.execute(query)}
+
+    def experiment_tags(self, experiment_id: str) -> dict[str, str]:
+        query = sa.select(experiment_tags.c.key, experiment_tags.c.value).where(
+            experiment_tags.c.experiment_id == int(experiment_id))
+        with self.engine.connect() as conn:
+            return {key: value for key, value in conn.execute(query)}
 
     def runs(self, experiment_id: str) -> list[RunRecord]:
         active = self._active_runs(experiment_id)

@@ -121,6 +121,7 @@ class Selection:
     grid: str | None
     runs: tuple[RunRecord, ...]
     ignored: int = 0  # runs of the experiment that belong to no grid or to another grid
+    experiment_tags: Mapping[str, str] = field(default_factory=dict)  # the grid's claims and verdict settings
 
 
 class StoreReader(Protocol):
@@ -131,6 +132,9 @@ class StoreReader(Protocol):
 
     def grids(self) -> dict[str, int]:
         """Grid tag value -> number of active runs carrying it."""
+
+    def experiment_tags(self, experiment_id: str) -> dict[str, str]:
+        """One experiment's tags (`submit` records each grid's claims there)."""
 
     def runs(self, experiment_id: str) -> list[RunRecord]:
         """Every active run of one experiment, with tags, params, latest metrics and model versions."""

@@ -1,7 +1,10 @@
 """Write tables (and figures) as Markdown, CSV, LaTeX, self-contained HTML or JSON.
 
 All formats share `format_value`, so a number reads the same everywhere; an empty mark
-("–", "--" in LaTeX, empty in CSV, null in JSON) stands for a cell without a finished run.
+("–", "--" in LaTeX, empty in CSV, null in JSON) stands for a cell without a finished run. Our
+cells read "best (mean±std, [95% interval], n=runs)" followed by the verdict's mark where the
+paper gives a number (✓ reproduced, ↓ better, ↑ worse, ? undecided; words in CSV), explained
+under each table; JSON carries the same as fields, and the claims as a top-level list.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import csv
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
 from orchestrator.report.paper import PaperStat
@@ -22,16 +25,22 @@ ReportFormat = Literal["md", "csv", "latex", "html", "json"]
 FORMATS: tuple[str, ...] = get_args(ReportFormat)
 EMPTY_MARK = {"md": "–", "csv": "", "latex": "--", "html": "–"}
 PM = {"md": "±", "csv": "±", "latex": r"$\pm$", "html": "±"}
+_MARKS = {"reproduced": "✓", "better": "↓", "worse": "↑", "undecided": "?"}
+VERDICT_MARKS = {"md": _MARKS, "html": _MARKS, "csv": {v: v for v in _MARKS},
+                 "latex": {"reproduced": r"$\surd$", "better": r"$\downarrow$", "worse": r"$\uparrow$",
+                           "undecided": "?"}}
 
 
 def format_value(value: Any, style: str = "md") -> str:
     if value is None:
         return EMPTY_MARK[style]
-    if isinstance(value, Stat | PaperStat):
-        text = f"{value.best:.2f}"
-        if isinstance(value, Stat) and value.n > 1 or isinstance(value, PaperStat) and value.mean is not None:
-            text += f" ({value.mean:.2f}{PM[style]}{value.std:.2f})"
-        return text
+    if isinstance(value, Stat):
+        return _stat_text(value, style)
+    if isinstance(value, PaperStat):
+        if value.mean is None:
+            return f"{value.best:.2f}"
+        runs = f", n={value.runs}" if value.runs else ""
+        return f"{value.best:.2f} ({value.mean:.2f}{PM[style]}{value.std:.2f}{runs})"
     if isinstance(value, Delta):
         return f"{value.value:+.2f}"
     if isinstance(value, Hours):
@@ -41,9 +50,33 @@ def format_value(value: Any, style: str = "md") -> str:
     return str(value)
 
 
+def _stat_text(value: Stat, style: str) -> str:
+    """best (mean±std, [95% interval], n=runs) and the verdict's mark; one run: best (n=1)."""
+    if value.ci95 is None:
+        text = f"{value.best:.2f} (n={value.n})"
+    else:
+        low, high = value.ci95
+        text = f"{value.best:.2f} ({value.mean:.2f}{PM[style]}{value.std:.2f}, [{low:.2f}, {high:.2f}], n={value.n})"
+    return f"{text} {VERDICT_MARKS[style][value.verdict]}" if value.verdict else text
+
+
+def _marks_key(table: Table, style: str) -> list[str]:
+    """The verdict marks' key, where a cell of the table carries one (already in the style's markup)."""
+    if not any(isinstance(v, Stat) and v.verdict for row in table.rows for v in row):
+        return []
+    marks = VERDICT_MARKS[style]
+    return ["marks: " + ", ".join(f"{marks[v]} {v}" for v in _MARKS)]
+
+
+def _notes(table: Table, style: str) -> list[str]:
+    return [*table.notes, *_marks_key(table, style)]
+
+
 def json_value(value: Any) -> Any:
     if isinstance(value, Stat):
-        return {"best": value.best, "mean": value.mean, "std": value.std, "n": value.n, "values": list(value.values)}
+        return {"best": value.best, "mean": value.mean, "std": value.std, "n": value.n, "values": list(value.values),
+                "ci95": list(value.ci95) if value.ci95 else None, "verdict": value.verdict,
+                "reference": value.reference}
     if isinstance(value, PaperStat):
         return {"best": value.best, "mean": value.mean, "std": value.std, "n": value.runs}
     if isinstance(value, Delta | Hours):
@@ -51,8 +84,10 @@ def json_value(value: Any) -> Any:
     return value
 
 
-def _compute_line(table: Table) -> str:
-    return f"compute: {table.worker_hours:.2f} worker-hours, {table.gpu_hours:.2f} GPU-hours"
+def _compute_lines(table: Table) -> list[str]:
+    if not table.counts_compute:
+        return []
+    return [f"compute: {table.worker_hours:.2f} worker-hours, {table.gpu_hours:.2f} GPU-hours"]
 
 
 def _header(selection: Selection) -> str:
@@ -67,7 +102,7 @@ def to_markdown(selection: Selection, tables: Sequence[Table]) -> str:
         out.append("| " + " | ".join(t.columns) + " |")
         out.append("|" + "|".join("---" for _ in t.columns) + "|")
         out += ["| " + " | ".join(format_value(v, "md") for v in row) + " |" for row in t.rows]
-        out += ["", *(f"- {note}" for note in t.notes), f"- {_compute_line(t)}", ""]
+        out += ["", *(f"- {note}" for note in [*_notes(t, "md"), *_compute_lines(t)]), ""]
     return "\n".join(out)
 
 
@@ -86,7 +121,7 @@ def to_csv(selection: Selection, tables: Sequence[Table]) -> str:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "Δ": r"$\Delta$",
-                  "±": r"$\pm$", "–": "--"}
+                  "±": r"$\pm$", "–": "--", "<": r"$<$", ">": r"$>$"}
 
 
 def latex_escape(text: str) -> str:
@@ -101,10 +136,10 @@ def table_to_latex(table: Table) -> str:
         cells = [format_value(v, "latex") if isinstance(v, Stat | PaperStat) else latex_escape(format_value(v, "latex"))
                  for v in row]
         lines.append(" & ".join(cells) + r" \\")
-    notes = "; ".join([*table.notes, _compute_line(table)])
+    notes = "; ".join([*map(latex_escape, [*table.notes, *_compute_lines(table)]), *_marks_key(table, "latex")])
     lines += [r"\bottomrule", r"\end{tabular}",
               rf"\caption{{{latex_escape(table.title)}. Protocol: {latex_escape(table.protocol)}. "
-              rf"{latex_escape(notes)}.}}", rf"\label{{tab:{table.key}}}", r"\end{table}"]
+              rf"{notes}.}}", rf"\label{{tab:{table.key}}}", r"\end{table}"]
     return "\n".join(lines)
 
 
@@ -113,9 +148,13 @@ def to_latex(selection: Selection, tables: Sequence[Table]) -> str:
     return f"% {latex_escape(_header(selection))}\n" + "\n\n".join(table_to_latex(t) for t in tables) + "\n"
 
 
-def to_json(selection: Selection, tables: Sequence[Table]) -> str:
+def to_json(selection: Selection, tables: Sequence[Table], claims: Sequence[Any] = (),
+            verdicts: Mapping[str, Any] | None = None) -> str:
+    """The tables' typed values; `claims` (report.verdicts.ClaimResult) and the verdict settings at the top level."""
     doc = {
         "grid": selection.grid, "experiment": selection.experiment, "runs": len(selection.runs),
+        "verdicts": dict(verdicts) if verdicts is not None else None,
+        "claims": [claim.to_json() for claim in claims],
         "tables": [
             {"key": t.key, "title": t.title, "protocol": t.protocol, "columns": list(t.columns),
              "rows": [[json_value(v) for v in row] for row in t.rows], "notes": t.notes, "missing": t.missing,
@@ -137,7 +176,7 @@ def table_to_html(table: Table) -> str:
         "<tr>" + "".join(f"<td>{html.escape(format_value(v, 'html'))}</td>" for v in row) + "</tr>"
         for row in table.rows
     )
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in [*table.notes, _compute_line(table)])
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in [*_notes(table, "html"), *_compute_lines(table)])
     return (f'<section id="{html.escape(table.key)}"><h2>{html.escape(table.title)}</h2>'
             f'<p class="protocol">Protocol: {html.escape(table.protocol)}</p>'
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><ul>{notes}</ul></section>")
@@ -156,7 +195,11 @@ def to_html(selection: Selection, tables: Sequence[Table], figures: dict[str, by
     return "\n".join(parts)
 
 
-def render(fmt: str, selection: Selection, tables: Sequence[Table], figures: dict[str, bytes] | None = None) -> str:
+def render(fmt: str, selection: Selection, tables: Sequence[Table], figures: dict[str, bytes] | None = None,
+           claims: Sequence[Any] = (), verdicts: Mapping[str, Any] | None = None) -> str:
+    """One format; the claims are a table in every format, and JSON also lists them (and `verdicts`) on top."""
     if fmt == "html":
         return to_html(selection, tables, figures)
-    return {"md": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}[fmt](selection, tables)
+    if fmt == "json":
+        return to_json(selection, tables, claims, verdicts)
+    return {"md": to_markdown, "csv": to_csv, "latex": to_latex}[fmt](selection, tables)

@@ -11,20 +11,30 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from orchestrator import conventions as cv
-from orchestrator.report import paper
+from orchestrator.claims import DEFAULT_TOLERANCE
+from orchestrator.report import paper, stats
 from orchestrator.report.records import RunRecord, Selection
 
 EMPTY = None  # an empty mark: no finished run for this cell
 
 
+# What each of our cells shows, for the protocol line of every table
+STAT_WORDS = "each of our cells: best (mean±std, 95% t-interval of the mean, n runs)"
+
+
 @dataclass(frozen=True)
 class Stat:
-    """Our error over seeds: best (lowest), mean and sample std, as the paper reports Table 6's 110-layer row."""
+    """Our error over seeds: best (lowest), mean, sample std and 95% t-interval of the mean, and, where the
+    paper gives a number for the cell (`reference`), the verdict against it (`stats.cell_verdict`)."""
 
     values: tuple[float, ...]
+    reference: float | None = None  # the paper's number: its mean where it gives one, else its one value
+    tolerance: float = DEFAULT_TOLERANCE
+    cell_ids: tuple[str, ...] = field(default=(), compare=False)  # the cells measured (adaptive seeding)
 
     @property
     def n(self) -> int:
@@ -41,6 +51,15 @@ class Stat:
     @property
     def std(self) -> float:
         return statistics.stdev(self.values) if self.n > 1 else 0.0
+
+    @cached_property
+    def ci95(self) -> tuple[float, float] | None:
+        return stats.t_interval(self.values)
+
+    @cached_property
+    def verdict(self) -> str | None:
+        """reproduced | better | worse | undecided against `reference`; None where the paper gives none."""
+        return stats.cell_verdict(self.values, self.reference, self.tolerance)
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,7 @@ class Table:
     missing: int = 0  # planned cells without a finished run
     worker_hours: float = 0.0
     gpu_hours: float = 0.0
+    counts_compute: bool = True  # False where the rows are no runs (the claims): no compute line
 
 
 def latest_finished(runs: Iterable[RunRecord]) -> list[RunRecord]:
@@ -79,9 +99,14 @@ def latest_finished(runs: Iterable[RunRecord]) -> list[RunRecord]:
     return sorted(best.values(), key=lambda r: (r.arch, r.seed if r.seed is not None else -1, r.run_id))
 
 
-def stat(runs: Sequence[RunRecord], metric: str) -> Stat | None:
-    values = tuple(v for v in (r.final_metric(metric) for r in runs) if v is not None)
-    return Stat(values) if values else EMPTY
+def stat(runs: Sequence[RunRecord], metric: str, reference: float | paper.PaperStat | None = None,
+         tolerance: float = DEFAULT_TOLERANCE) -> Stat | None:
+    """Our cell over `runs`, judged against the paper's number `reference` where there is one."""
+    measured = [(r.cell_id, v) for r, v in ((r, r.final_metric(metric)) for r in runs) if v is not None]
+    if isinstance(reference, paper.PaperStat):
+        reference = reference.mean if reference.mean is not None else reference.best
+    return Stat(tuple(v for _, v in measured), reference, tolerance, tuple(c for c, _ in measured)) \
+        if measured else EMPTY
 
 
 def delta(ours: Stat | None, theirs: float | None) -> Delta | None:
@@ -99,8 +124,9 @@ def _format_count(n: int) -> str:
 class RunIndex:
     """Indexes a selection once: finished runs and planned cells by (dataset, protocol, arch)."""
 
-    def __init__(self, selection: Selection):
+    def __init__(self, selection: Selection, tolerance: float = DEFAULT_TOLERANCE):
         self.runs = selection.runs
+        self.tolerance = tolerance  # how far the paper's number may lie outside our interval (cell verdicts)
         self.done = latest_finished(self.runs)
         self.finished: dict[tuple, list[RunRecord]] = defaultdict(list)
         for r in self.done:
@@ -204,7 +230,7 @@ def table6(grid: RunIndex) -> Table | None:
         counted = res_runs or plain_runs
         params = _format_count(int(counted[0].params[cv.PARAM_NUM_PARAMS])) if counted and \
             cv.PARAM_NUM_PARAMS in counted[0].params else EMPTY
-        ours_res = stat(res_runs, cv.M_TEST_ERR)
+        ours_res = stat(res_runs, cv.M_TEST_ERR, ref.resnet if ref else None, grid.tolerance)
         table.rows.append((
             depth, params, ref.params if ref else EMPTY, stat(plain_runs, cv.M_TEST_ERR), EMPTY, ours_res,
             ref.resnet if ref else EMPTY, delta(ours_res, ref.resnet.best if ref else None),
@@ -232,10 +258,10 @@ def _imagenet_table(grid: RunIndex, key: str, title: str, rows: Sequence[paper.I
                   columns + ("runs", "worker-h", "GPU-h"))
     for row in rows:
         runs = grid.get(dataset, protocol, row.arch)
-        top1 = stat(runs, cv.M_VAL_ERR)
+        top1 = stat(runs, cv.M_VAL_ERR, row.top1, grid.tolerance)
         values: tuple[Any, ...] = (row.label, top1, row.top1, delta(top1, row.top1))
         if with_top5:
-            top5 = stat(runs, cv.M_VAL_TOP5_ERR)
+            top5 = stat(runs, cv.M_VAL_TOP5_ERR, row.top5, grid.tolerance)
             values += (top5, row.top5, delta(top5, row.top5))
         planned = len(grid.planned_cells(dataset, protocol, row.arch))
         values += (f"{len(runs)}/{planned}" if planned else EMPTY, Hours(_hours(runs, cv.M_WORKER_HOURS)),
@@ -320,7 +346,7 @@ def pivot(grid: RunIndex, rows: str, cols: str, metric: str) -> Table:
     table.missing = sum(len(ids - {r.cell_id for r in cells.get(key, [])}) for key, ids in planned.items())
     if table.missing:
         table.notes.append(f"missing: {table.missing} planned cell(s) without a finished run")
-    table.notes.append("each cell: best (mean±std) over the runs sharing its row and column")
+    table.notes.append("each cell: the runs sharing its row and column")
     table.worker_hours = _hours(grid.done, cv.M_WORKER_HOURS)
     table.gpu_hours = _hours(grid.done, cv.M_GPU_HOURS)
     return table
@@ -353,10 +379,26 @@ def cells_table(grid: RunIndex) -> Table:
     return table
 
 
+def legend(tolerance: float) -> str:
+    """What a cell's verdict mark means (render draws the marks)."""
+    return (f"verdict against the paper's number (its mean where it gives one): reproduced when it lies within our "
+            f"95% interval widened by ±{tolerance:g} and the interval is no wider than ±{tolerance:g}; better or "
+            f"worse when it lies above or below that widened interval; undecided with one run or a wider interval")
+
+
+def _explain(table: Table, tolerance: float) -> None:
+    """The protocol line says which statistic our cells are; tables judged against the paper get the legend."""
+    cells = [v for row in table.rows for v in row if isinstance(v, Stat)]
+    if table.key != "cells":  # the cells table shows each run's own value
+        table.protocol += f"; {STAT_WORDS}"
+    if any(c.reference is not None for c in cells):
+        table.notes.append(legend(tolerance))
+
+
 def build_tables(selection: Selection, *, rows: str | None = None, cols: str | None = None,
-                 metric: str | None = None) -> list[Table]:
+                 metric: str | None = None, tolerance: float = DEFAULT_TOLERANCE) -> list[Table]:
     """Every table that applies to the selection, paper tables first, then the pivot and the cells."""
-    grid = RunIndex(selection)
+    grid = RunIndex(selection, tolerance)
     tables = [t for t in [table6(grid)] if t] + imagenet_tables(grid)
     if rows or cols or not tables and any(not r.ensemble for r in grid.runs):
         if metric is None:
@@ -364,6 +406,8 @@ def build_tables(selection: Selection, *, rows: str | None = None, cols: str | N
         tables.append(pivot(grid, rows or cv.PARAM_DEPTH, cols or cv.PARAM_SHORTCUT, metric))
     tables += [t for t in [ensembles_table(grid)] if t]
     tables.append(cells_table(grid))
+    for table in tables:
+        _explain(table, tolerance)
     return tables
 
 
