@@ -15,12 +15,12 @@ Normalisation (`normalization`), the same on both paths: "channel" is (x - mean)
 "pixel_mean" is the paper's x - mean image, divided by nothing, with the mean image of the split the
 model trains on (`stats_split`, also for the splits it is evaluated on). The mean image is shaped
 like each view: 32x32 data use it as stored; ImageNet's is stored as the centre square of the whole
-shorter side at 256x256 (see `pipelines.prepare`), which is exactly the mean of the "full" and
-"10crop" views (the crops are taken after subtracting), whose centre 224 square is exactly that of
-"center", and which is resized to 640 for "multiscale". A training crop is taken at a random scale
-and place, and the exact mean over such crops is a blurred, rescaled version of the centre mean:
-training views subtract the "center" mean (224), an approximation (the paper does not say how it
-matched its mean image to scale-augmented crops).
+shorter side at 256x256 (see `pipelines.prepare`), which is the mean of the "full" and "10crop"
+views (the crops are taken after subtracting; up to the loss of the stored JPEG), whose centre 224
+square is that of "center", and which is resized to 640 for "multiscale". A training crop is taken
+at a random scale and place, and the exact mean over such crops is a blurred, rescaled version of
+the centre mean: training views subtract the "center" mean (224), an approximation (the paper does
+not say how it matched its mean image to scale-augmented crops).
 """
 
 from __future__ import annotations
