@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.arch import Shortcut, Variant
-from orchestrator.conventions import KIND_EVALUATION, run_name
+from orchestrator.conventions import KIND_DETECTION, KIND_EVALUATION, run_name
 from pipelines.catalog import EvalProtocol, LoaderName
 from training.config import TrainConfig
 
@@ -56,7 +56,8 @@ class Resources(BaseModel):
 # TrainConfig fields added after cell ids were first handed out, each with the value that keeps the
 # behaviour from before it existed. A cell holding that value hashes without the field, so its id (and
 # with it its MLflow run and its checkpoints) stays what it was; any other value is a new cell.
-ID_NEUTRAL_FIELDS: dict[str, Any] = {"epoch_eval_protocol": None, "compile": False}
+ID_NEUTRAL_FIELDS: dict[str, Any] = {"epoch_eval_protocol": None, "compile": False, "plateau_max_drops": None,
+                                      "plateau_split": "val"}
 
 
 @dataclass(frozen=True)
@@ -205,5 +206,10 @@ AnyCell = Cell | EvalCell
 
 
 def cell_from_dict(data: dict[str, Any]) -> AnyCell:
-    """A cell back from its `to_dict()` (Tune's param space): an EvalCell when it says so, else a training Cell."""
+    """A cell back from its `to_dict()` (Tune's param space): an EvalCell or a DetectionCell when it says so,
+    else a training Cell."""
+    if data.get("kind") == KIND_DETECTION:
+        from orchestrator.detection_cells import DetectionCell  # it imports this module
+
+        return DetectionCell.from_dict(data)
     return EvalCell.from_dict(data) if data.get("kind") == KIND_EVALUATION else Cell.from_dict(data)

@@ -54,8 +54,10 @@ M_ITERATION = metrics.ITERATION
 EPOCH_METRICS = metrics.EPOCH_METRICS
 # --- metrics logged once, at the end --------------------------------------------------
 M_WORKER_HOURS = "worker_hours"
+M_PLATEAU_DROPS = "plateau_drops"  # how many times the plateau rule divided the rate (ImageNet, Sec. 3.4)
 M_GPU_HOURS = "gpu_hours"
 M_LAYER_RESPONSE = "layer_response_std"  # Fig. 7: one value per 3x3 conv, step = layer index (0-based)
+M_LAYER_RESPONSE_MEAN = "layer_response_mean"  # their mean over the layers: what Fig. 7's claims compare
 FINAL_PREFIX = metrics.FINAL_PREFIX  # "final_val_err", ...: the final test where the epochs used a cheaper view
 M_EVAL_IMAGES = "eval_images"  # evaluation cells: how many images the protocol scored
 M_MEMBER_ERR = "member_err"  # an ensemble's members, each alone: step = member index (TAG_ENSEMBLE_MEMBERS order)
@@ -70,6 +72,11 @@ INPUT_CONTEXT_TRAINING = "training"
 ARTIFACT_MODEL = "model"  # mlflow.pytorch.log_model name
 ARTIFACT_LAYER_RESPONSES = "layer_responses.json"
 ARTIFACT_CURVES = "curves.json"
+
+
+def param_train(field: str) -> str:
+    """Param key of one resolved TrainConfig field, e.g. param_train("lr") -> "train.lr"."""
+    return f"train.{field}"
 
 
 def axis_tag(axis: str) -> str:

@@ -144,7 +144,7 @@ def cell_params(cell: Cell) -> dict[str, str]:
         "dataset_path": cell.dataset_path,
     }
     for key, value in cell.to_dict()["train"].items():
-        params[f"train.{key}"] = list(value) if isinstance(value, tuple) else value
+        params[cv.param_train(key)] = list(value) if isinstance(value, tuple) else value
     for key, value in cell.to_dict()["resources"].items():
         params[f"resources.{key}"] = value
     return {k: str(v)[:6000] for k, v in params.items()}
@@ -332,6 +332,8 @@ class CellRunLogger:
         now = int(time.time() * 1000)
         existing = {m.step for m in self._client.get_metric_history(self.run_id, cv.M_LAYER_RESPONSE)}
         batch = [Metric(cv.M_LAYER_RESPONSE, float(v), now, i) for i, v in enumerate(responses) if i not in existing]
+        if responses:  # one number per run for the claims, read with the other final metrics
+            batch.append(Metric(cv.M_LAYER_RESPONSE_MEAN, sum(map(float, responses)) / len(responses), now, 0))
         for start in range(0, len(batch), 1000):  # log_batch takes at most 1000 metrics
             self._client.log_batch(self.run_id, metrics=batch[start:start + 1000])
         self._client.log_dict(self.run_id, {"layer_response_std": responses}, cv.ARTIFACT_LAYER_RESPONSES)
@@ -441,7 +443,11 @@ def open_evaluation_run(uri: str, experiment_id: str, cell: EvalCell, *, status:
 
 
 def open_run(uri: str, experiment_id: str, cell: Cell | EvalCell, *, status: str = "RUNNING") -> str:
-    """The run a cell of either kind writes into (see open_cell_run, open_evaluation_run)."""
+    """The run a cell of any kind writes into (see open_cell_run, open_evaluation_run, open_detection_run)."""
+    if getattr(cell, "kind", None) == cv.KIND_DETECTION:
+        from orchestrator.detection_tracking import open_detection_run  # it imports this module
+
+        return open_detection_run(uri, experiment_id, cell, status=status)
     if isinstance(cell, EvalCell):
         return open_evaluation_run(uri, experiment_id, cell, status=status)
     return open_cell_run(uri, experiment_id, cell, status=status)

@@ -3,6 +3,8 @@
 This is Ray's "[1] the worker code" (the Tune trial in `tune_runner.py` is "[2] the function that
 launches the run"): it restores from `ray.train.get_checkpoint()`, reports metrics plus a checkpoint
 each epoch, and has rank 0 alone write to MLflow, ending with the run's model and `finished` tag.
+`run_cell` is that one epoch loop; a single-worker cell runs it inside its Tune trial instead
+(`tune_runner.train_in_trial`: Tune's report and checkpoints, no Train controller or worker group).
 """
 
 from __future__ import annotations
@@ -24,21 +26,36 @@ def trainer_for_cell(cell: Cell, **kwargs):
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point: config holds `cell` (Cell.to_dict()), `tracking_uri`, `run_id`."""
+    """Ray Train entry point (multi-worker cells): config holds `cell` (Cell.to_dict()), `tracking_uri`, `run_id`."""
     worker_started_at = time.time()
     import ray.train
     import ray.train.torch
+
+    context = ray.train.get_context()
+    world_size = context.get_world_size()
+
+    def report(metrics: dict[str, Any], folder: str | None) -> None:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
+
+    run_cell(config, rank=context.get_world_rank(), world_size=world_size, device=ray.train.torch.get_device(),
+             wrap_model=ray.train.torch.prepare_model if world_size > 1 else None,
+             checkpoint=ray.train.get_checkpoint(), report=report, worker_started_at=worker_started_at)
+
+
+def run_cell(config: dict[str, Any], *, rank: int, world_size: int, device, wrap_model, checkpoint, report,
+             worker_started_at: float) -> None:
+    """The one epoch loop of a cell, the same for a Ray Train worker and a single-worker Tune trial.
+
+    `checkpoint` is the Ray checkpoint to resume from (or None); `report(metrics, folder)` hands each epoch's
+    metrics and (rank 0) its checkpoint folder to whichever Ray runs the cell.
+    """
     import torch
 
     from training.checkpoint import load_checkpoint
 
     cell = Cell.from_dict(config["cell"])
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(config.get("threads_per_worker") or 1)))
-    trainer = trainer_for_cell(cell, rank=rank, world_size=world_size, device=ray.train.torch.get_device(),
-                               wrap_model=ray.train.torch.prepare_model if world_size > 1 else None)
-    checkpoint = ray.train.get_checkpoint()
+    trainer = trainer_for_cell(cell, rank=rank, world_size=world_size, device=device, wrap_model=wrap_model)
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(load_checkpoint(folder))
@@ -54,7 +71,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
              "worker_started_at": worker_started_at, "trainer_ready_at": time.time()}
     try:
         while not trainer.done:
-            _train_and_report_epoch(trainer, logger, marks)
+            _train_and_report_epoch(trainer, logger, marks, report)
         final = trainer.final_test()  # every rank: the shards' errors are summed (empty when the epochs used it)
         if logger is not None:
             finalize_run(cell, trainer, logger, final)
@@ -63,10 +80,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             logger.stop_system_metrics()
 
 
-def _train_and_report_epoch(trainer, logger, marks: dict[str, Any]) -> None:
-    """One epoch: train and evaluate, log (rank 0), checkpoint (rank 0) and report to Ray Train."""
-    import ray.train
-
+def _train_and_report_epoch(trainer, logger, marks: dict[str, Any], report) -> None:
+    """One epoch: train and evaluate, log (rank 0), checkpoint (rank 0) and report to Ray."""
     from training.checkpoint import save_checkpoint
 
     epoch_start = time.perf_counter()
@@ -74,14 +89,12 @@ def _train_and_report_epoch(trainer, logger, marks: dict[str, Any]) -> None:
     if logger is not None:
         logger.log_epoch(trainer.epoch, metrics)
     with tempfile.TemporaryDirectory(prefix="resnetctl-ckpt-") as folder:
-        saved = None
         if trainer.rank == 0:
             save_checkpoint(folder, trainer.state_dict())
-            saved = ray.train.Checkpoint.from_directory(folder)
         timing = {"epoch": trainer.epoch, "epoch_time_s": trainer.last_epoch_s,
                   "epoch_wall_s": time.perf_counter() - epoch_start,  # + logging and checkpointing
                   "first_step_at": trainer.first_step_at, "last_step_at": trainer.last_step_at, **marks}
-        ray.train.report({**metrics, **timing}, checkpoint=saved)
+        report({**metrics, **timing}, folder if trainer.rank == 0 else None)
 
 
 def finalize_run(cell: Cell, trainer, logger, final: dict[str, float] | None = None) -> None:
@@ -95,7 +108,8 @@ def finalize_run(cell: Cell, trainer, logger, final: dict[str, float] | None = N
     logger.log_curves(trainer.curves)
     worker_hours = trainer.elapsed_s * trainer.world_size / 3600.0
     logger.log_final({**(final or {}), cv.M_WORKER_HOURS: worker_hours,
-                      cv.M_GPU_HOURS: worker_hours if trainer.on_gpu else 0.0})
+                      cv.M_GPU_HOURS: worker_hours if trainer.on_gpu else 0.0,
+                      cv.M_PLATEAU_DROPS: trainer.schedule.plateau_drops})
     trainer.net.eval()
     logger.log_model(trainer.net.to("cpu"), dataset=cell.dataset, arch=cell.arch)
     logger.mark_finished()

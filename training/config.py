@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.catalog import EvalProtocol, LoaderName, Normalization, TrainSplit
 
+# val: the paper's choice (ImageNet's val is also its test set); holdout: held out of the training images
+PlateauSplit = Literal["val", "holdout"]
+
 # off: float32; bf16 / fp16: torch.autocast on GPUs (fp16 with a gradient scaler); CPUs train in float32
 AmpMode = Literal["off", "bf16", "fp16"]
 AMP_MODES: tuple[str, ...] = get_args(AmpMode)
@@ -49,6 +52,11 @@ class TrainConfig(BaseModel):
     lr_on_plateau: bool = Field(False, description=(
         "also multiply by lr_gamma when the validation error has not improved for plateau_patience epochs"))
     plateau_patience: int = Field(5, ge=1, le=10_000, description="epochs without improvement that count as a plateau")
+    plateau_max_drops: int | None = Field(None, ge=0, le=100, description=(
+        "at most this many plateau drops (null: no limit; the paper does not say how many it made)"))
+    plateau_split: PlateauSplit = Field("val", description=(
+        "the split whose top-1 error decides a plateau: val (the paper; on ImageNet val is also the test set) "
+        "or holdout (images held out from the training set by `prepare --holdout-size`)"))
     warmup_lr: float | None = Field(None, gt=0, le=100, description=(
         "train at this rate first (paper: 0.01 for ResNet-110 and deeper); null turns the warm-up off"))
     warmup_iterations: int = Field(0, ge=0, le=MAX_COUNT, description=(

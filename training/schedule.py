@@ -114,7 +114,8 @@ class PresetSchedule:
             self.best_val, self.bad_epochs = val_err, 0
             return
         self.bad_epochs += 1
-        if self.bad_epochs >= self.cfg.plateau_patience:
+        limit = self.cfg.plateau_max_drops
+        if self.bad_epochs >= self.cfg.plateau_patience and (limit is None or self.plateau_drops < limit):
             self.plateau_drops += 1
             self.bad_epochs = 0
 

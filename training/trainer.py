@@ -70,9 +70,10 @@ def loader_options(cfg: TrainConfig, *, batch_size: int, rank: int, world_size: 
 
 
 def held_out_splits(cfg: TrainConfig, splits: set[str]) -> list[str]:
-    """The evaluation splits among `splits`: val and test, but not val when it is part of the training split."""
-    return [split for split in ("val", "test") if split in splits and not (split == "val" and
-                                                                           cfg.train_split == "trainval")]
+    """The evaluation splits among `splits`: val and test, but not val when it is part of the training split;
+    holdout (held out of the training images) when the plateau rule reads it."""
+    wanted = ("val", "test", "holdout") if cfg.plateau_split == "holdout" else ("val", "test")
+    return [split for split in wanted if split in splits and not (split == "val" and cfg.train_split == "trainval")]
 
 
 def build_eval_loaders(cfg: TrainConfig, dataset_path: str, splits: set[str], *, protocol: str,
@@ -169,9 +170,9 @@ class Trainer:
         self.train_loader, self.eval_loaders = build_loaders(
             cfg, dataset_path, set(manifest["splits"]), batch_size=self.per_worker_batch, rank=rank,
             world_size=world_size, seed=seed, device=self.device, channels_last=self.channels_last)
-        if cfg.lr_on_plateau and "val" not in self.eval_loaders:
-            raise ValueError(f"lr_on_plateau reads the val error, and training on {cfg.train_split} leaves no val "
-                             "split held out")
+        if cfg.lr_on_plateau and cfg.plateau_split not in self.eval_loaders:
+            raise ValueError(f"lr_on_plateau reads the {cfg.plateau_split} error, and the data (training on "
+                             f"{cfg.train_split}) holds no such split apart from the training images")
         self.steps_per_epoch, self.total_iterations = schedule_length(cfg, self.train_loader, self.device)
         self.num_epochs = math.ceil(self.total_iterations / self.steps_per_epoch)
 
@@ -325,8 +326,9 @@ class Trainer:
             top1_key, top5_key = m.split_errors(split)
             metrics[top1_key], metrics[top5_key] = self.evaluate(loader)
         self.epoch += 1
-        if m.VAL_ERR in metrics:
-            self.schedule.observe_val_err(metrics[m.VAL_ERR])
+        plateau_key = m.split_errors(self.cfg.plateau_split)[0]
+        if plateau_key in metrics:
+            self.schedule.observe_val_err(metrics[plateau_key])
         metrics[m.ITERATION] = float(self.iteration)
         self.last_epoch_s = time.perf_counter() - start
         self.elapsed_s += self.last_epoch_s

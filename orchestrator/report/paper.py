@@ -98,6 +98,12 @@ TABLE5_PROTOCOL = ("ImageNet test set, top-5, an ensemble of six models of diffe
                    "the test set's labels are not public")
 
 # How our runs were evaluated, by their eval-protocol tag, for the protocol line of every table.
+# which split decided the ImageNet plateau drops (Sec. 3.4: the paper used val, its test set too)
+PLATEAU_SPLIT_WORDS: dict[str, str] = {
+    "val": "the paper's choice; on ImageNet val is also the test set",
+    "holdout": "images held out of the training set, apart from the test set",
+}
+
 EVAL_PROTOCOL_WORDS: dict[str, str] = {
     cv.EVAL_CENTER: "single centre crop",
     cv.EVAL_10CROP: "10-crop testing",
@@ -142,3 +148,25 @@ CLAIMS: tuple[Claim, ...] = (
 )
 # Beyond those, on every dataset: a ResNet beats the plain net of its depth wherever a grid trains both.
 RESIDUAL_CLAIM_SOURCE = "Sec. 4: a ResNet beats the plain net of its depth"
+
+
+# Tables 7-8 (Appendix A): Faster R-CNN with VGG-16 or ResNet-101, mAP in percent. VGG-16 is not one of our
+# networks: its rows are the paper's only. Table 7's VOC 2012 column is the evaluation server's score on the
+# VOC 2012 test set, whose annotations are not public.
+@dataclass(frozen=True)
+class DetectionRow:
+    label: str
+    arch: str | None  # our backbone name (models.arch.arch_name); None: not one of our networks
+    first: float  # Table 7: VOC 07 test mAP@0.5 (07+12); Table 8: COCO val mAP@.5
+    second: float  # Table 7: VOC 12 test mAP@0.5 (07++12); Table 8: COCO val mAP@[.5, .95]
+
+
+TABLE7: tuple[DetectionRow, ...] = (DetectionRow("VGG-16", None, 73.2, 70.4),
+                                    DetectionRow("ResNet-101", "resnet101-B", 76.4, 73.8))
+TABLE7_PROTOCOL = ("Faster R-CNN, ImageNet-initialised backbone, BN fixed, conv1-conv4 shared, RoI pooling, conv5 per "
+                   "region, shorter side 600; VOC 2007 test trained on 07+12, VOC 2012 test (evaluation server) on "
+                   "07++12; mAP@0.5")
+TABLE8: tuple[DetectionRow, ...] = (DetectionRow("VGG-16", None, 41.5, 21.2),
+                                    DetectionRow("ResNet-101", "resnet101-B", 48.4, 27.2))
+TABLE8_PROTOCOL = ("Faster R-CNN as in Table 7, trained on COCO train (80k images), tested on val (40k); mAP@.5 and "
+                   "mAP@[.5, .95]")

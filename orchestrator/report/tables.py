@@ -184,7 +184,18 @@ def _account(table: Table, grid: RunIndex, dataset: str, protocol: str | None, a
 
 def _ours(dataset: str, protocol: str | None, metric: str, runs: Iterable[RunRecord]) -> str:
     how = paper.EVAL_PROTOCOL_WORDS.get(protocol or "", protocol or "eval protocol not tagged")
-    return f"ours: {dataset} {metric} at the last epoch; {_training_words(runs)}; {how}"
+    runs = list(runs)
+    if runs and all(r.is_evaluation for r in runs):
+        return f"ours: {dataset} {metric} of {_evaluation_words(runs)}; {how}"
+    return f"ours: {dataset} {metric} after the last epoch; {_training_words(runs)}; {how}"
+
+
+def _evaluation_words(runs: Sequence[RunRecord]) -> str:
+    """Which trained networks evaluation runs tested, and on which split."""
+    grids = sorted({g for r in runs for g in (r.tags.get(cv.TAG_SOURCE_GRID) or "").split(",") if g})
+    splits = sorted({r.tags.get(cv.TAG_EVAL_SPLIT, "?") for r in runs})
+    source = f"grid {', '.join(grids)}" if grids else "registered models"
+    return f"the finished networks of {source}, each tested once after training on its {'/'.join(splits)} split"
 
 
 def _training_words(runs: Iterable[RunRecord]) -> str:
@@ -193,8 +204,27 @@ def _training_words(runs: Iterable[RunRecord]) -> str:
     trained = sorted({_images_words(r) for r in runs if cv.PARAM_TRAIN_IMAGES in r.params})
     normalised = sorted({paper.NORMALIZATION_WORDS.get(n, n) for r in runs
                          if (n := r.params.get(cv.PARAM_NORMALIZATION))})
+    plateau = _plateau_words(runs)
     return (f"trained on {' / '.join(trained) or 'images not logged'}, "
-            f"{' / '.join(normalised) or 'normalisation not logged'}")
+            f"{' / '.join(normalised) or 'normalisation not logged'}" + (f"; {plateau}" if plateau else ""))
+
+
+def _plateau_words(runs: Sequence[RunRecord]) -> str:
+    """The plateau rule the runs trained with (ImageNet, Sec. 3.4): metric, split, patience, drops allowed and made."""
+    rules = set()
+    for run in runs:
+        if run.params.get(cv.param_train("lr_on_plateau")) != "True":
+            continue
+        split = run.params.get(cv.param_train("plateau_split"), "val")
+        cap = run.params.get(cv.param_train("plateau_max_drops"), "None")
+        rules.add(f"lr x{run.params.get(cv.param_train('lr_gamma'), '?')} after "
+                  f"{run.params.get(cv.param_train('plateau_patience'), '?')} epochs without a lower {split} top-1 "
+                  f"error ({paper.PLATEAU_SPLIT_WORDS.get(split, split)}), "
+                  + ("no limit on drops" if cap == "None" else f"at most {cap} drops"))
+    if not rules:
+        return ""
+    made = sorted({int(d) for r in runs if (d := r.metric(cv.M_PLATEAU_DROPS)) is not None})
+    return " / ".join(sorted(rules)) + (f"; drops made: {'/'.join(map(str, made))}" if made else "")
 
 
 def _images_words(run: RunRecord) -> str:
@@ -400,6 +430,9 @@ def build_tables(selection: Selection, *, rows: str | None = None, cols: str | N
     """Every table that applies to the selection, paper tables first, then the pivot and the cells."""
     grid = RunIndex(selection, tolerance)
     tables = [t for t in [table6(grid)] if t] + imagenet_tables(grid)
+    from orchestrator.report.detection import detection_tables  # it imports this module
+
+    tables += detection_tables(grid)  # Tables 7-8, from detection cells
     if rows or cols or not tables and any(not r.ensemble for r in grid.runs):
         if metric is None:
             metric = cv.M_TEST_ERR if any(r.metric(cv.M_TEST_ERR) is not None for r in grid.done) else cv.M_VAL_ERR
