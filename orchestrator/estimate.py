@@ -14,6 +14,7 @@ from typing import Any
 
 from models.arch import ArchError, multiply_adds, parse_arch, resolve_arch
 from orchestrator.cells import AnyCell, Cell, EvalCell
+from orchestrator.conventions import KIND_DETECTION
 from pipelines.catalog import EVAL_RESIZE, MULTISCALE_SIDES, NUM_CLASSES, TRAIN_IMAGES, VARIANT_OF
 from pipelines.manifest import load_manifest
 
@@ -116,7 +117,13 @@ def evaluation_rows(cells: Sequence[EvalCell]) -> list[dict[str, Any]]:
 def plan_grid(spec, cells: Sequence[AnyCell]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The grid's summary (cells, peak resources, total compute) and one row per cell (see cell_rows)."""
     evaluating = bool(cells) and all(isinstance(c, EvalCell) for c in cells)
-    rows = evaluation_rows(cells) if evaluating else cell_rows(cells)
+    detecting = bool(cells) and all(getattr(c, "kind", None) == KIND_DETECTION for c in cells)
+    if detecting:  # Faster R-CNN cells (Tables 7-8)
+        from orchestrator.detection_cells import detection_rows
+
+        rows = detection_rows(cells)
+    else:
+        rows = evaluation_rows(cells) if evaluating else cell_rows(cells)
     total = sum(row["compute_mult_adds"] for row in rows)
     r = spec.resources
     at_once = min(r.max_concurrent_cells, len(rows))
@@ -129,7 +136,7 @@ def plan_grid(spec, cells: Sequence[AnyCell]) -> tuple[dict[str, Any], list[dict
         "peak_gpus": at_once * r.workers_per_cell if r.use_gpu else 0,
         "compute_mult_adds": total,
         "training_mult_adds_approx": total if evaluating else TRAINING_FACTOR * total,
-        "kind": "evaluation" if evaluating else "training",
+        "kind": "evaluation" if evaluating else KIND_DETECTION if detecting else "training",
     }
     return summary, rows
 

@@ -16,11 +16,14 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from orchestrator.cells import Resources
+from orchestrator.detection_presets import DETECTION_PRESETS
 from orchestrator.presets import PRESETS, WARMUP, WARMUP_FROM_DEPTH
 from pipelines.catalog import VARIANT_OF
 from training.config import TrainConfig
+from training.detection_config import DetectionConfig
 
-SECTIONS: dict[str, type[BaseModel]] = {"train": TrainConfig, "resources": Resources}
+# "detection": the `train:` section of a detection grid (`task: detection`, Tables 7-8)
+SECTIONS: dict[str, type[BaseModel]] = {"train": TrainConfig, "resources": Resources, "detection": DetectionConfig}
 
 
 @dataclass(frozen=True)
@@ -69,13 +72,13 @@ def _show(value: Any) -> str:
     return "null" if value is None else _number(value) if isinstance(value, float) else str(value)
 
 
-def _preset_values(name: str) -> str:
+def _preset_values(name: str, presets: dict[str, dict[str, Any]] = PRESETS) -> str:
     """What each dataset's preset sets `name` to, datasets with the same value grouped."""
     groups: dict[str, list[str]] = {}
-    for dataset, values in PRESETS.items():
+    for dataset, values in presets.items():
         if name in values:
             groups.setdefault(_show(values[name]), []).append(dataset)
-    if len(groups) == 1 and len(next(iter(groups.values()))) == len(PRESETS):
+    if len(groups) == 1 and len(next(iter(groups.values()))) == len(presets):
         parts = [f"all: {next(iter(groups))}"]
     else:
         parts = [f"{', '.join(datasets)}: {value}" for value, datasets in groups.items()]
@@ -86,12 +89,13 @@ def _preset_values(name: str) -> str:
 
 
 def field_rows(section: str) -> list[FieldRow]:
-    """One row per field of a grid section ("train" or "resources"), in declaration order."""
+    """One row per field of a grid section ("train", "resources" or "detection"), in declaration order."""
     rows = []
     for name, info in SECTIONS[section].model_fields.items():
         bounds = _bounds(info.metadata)
         values = _kind(info.annotation) + (f", {bounds}" if bounds else "")
         default = "-" if info.is_required() else _show(info.default)
-        rows.append(FieldRow(name, values, default, _preset_values(name) if section == "train" else "",
+        presets = {"train": PRESETS, "detection": DETECTION_PRESETS}.get(section)
+        rows.append(FieldRow(name, values, default, _preset_values(name, presets) if presets else "",
                              info.description or ""))
     return rows

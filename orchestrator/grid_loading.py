@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from orchestrator.cells import AnyCell, Cell
+from orchestrator.detection_spec import DetectionGridSpec, is_detection_grid, load_detection_cells
 from orchestrator.eval_spec import EvalGridSpec, is_evaluation_grid
 from orchestrator.expand import MAX_CELLS, count_cells, expand_cells
 from orchestrator.spec import GridSpec, parse_grid, read_grid_file
@@ -76,19 +77,22 @@ def check_cells_data(spec: GridSpec, cells: list[Cell], manifests: dict[str, dic
 
 def load_cells(
     path: str | os.PathLike[str], *, yes: bool = False, check_data: bool = True, unprepared_ok: bool = False
-) -> tuple[GridSpec | EvalGridSpec, list[AnyCell]]:
+) -> tuple[GridSpec | EvalGridSpec | DetectionGridSpec, list[AnyCell]]:
     """load_grid + the cell-count limit + expand_cells + the prepared-data check; raises GridError.
 
     `unprepared_ok` (plan): a dataset folder that does not exist yet is not an error (a user plans before
     downloading); one that exists must still be valid prepared data.
 
-    An evaluation grid (an `evaluate:` section) goes through `evaluation.load_evaluation_cells` instead.
+    An evaluation grid (an `evaluate:` section) goes through `evaluation.load_evaluation_cells` instead, a
+    detection grid (`task: detection`) through `detection_spec.load_detection_cells`.
     """
     data, lines, source = read_grid_file(path)
     if is_evaluation_grid(data):
         from orchestrator.evaluation import load_evaluation_cells
 
         return load_evaluation_cells(data, lines, source, yes=yes, check_data=check_data)
+    if is_detection_grid(data):  # `task: detection`: Faster R-CNN cells (Tables 7-8)
+        return load_detection_cells(data, lines, source, yes=yes, check_data=check_data, unprepared_ok=unprepared_ok)
     spec = parse_grid(data, source, lines)
     count = count_cells(spec)
     if count > CELL_LIMIT and not yes:

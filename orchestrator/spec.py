@@ -19,7 +19,7 @@ import re
 import reprlib
 import sys
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator
@@ -214,6 +214,8 @@ class GridSpec(_Strict):
     """A validated grid file. Build it with `load_grid` (or `parse_grid` for data already loaded)."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    # detection grids (Tables 7-8) are validated by orchestrator.detection_spec; load_cells dispatches on this key
+    task: Literal["classification", "detection"] = "classification"
     dataset: DatasetSpec
     grid: Annotated[list[GridAxes], Field(min_length=1, max_length=1000)]
     train: TrainOverrides = Field(default_factory=TrainOverrides)

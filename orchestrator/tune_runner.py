@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cells import AnyCell, Cell, EvalCell, cell_from_dict
+from orchestrator.cells import AnyCell, EvalCell, cell_from_dict
+from orchestrator.conventions import KIND_DETECTION
 
 DEFAULT_STORAGE = "results"
 DRIVER_MEMORY_BYTES = 64 * 1024**2  # the trial driver's only reservation: no CPU
@@ -128,7 +129,9 @@ def cell_trainable(config: dict[str, Any]) -> None:
 
     from orchestrator.train_entry import train_loop_per_worker
 
-    cell = Cell.from_dict(config["cell"])
+    cell = cell_from_dict(config["cell"])
+    if config["cell"].get("kind") == KIND_DETECTION:  # Faster R-CNN cells (Tables 7-8): their own worker loop
+        from orchestrator.detection_entry import detection_loop_per_worker as train_loop_per_worker
     uri = config["tracking_uri"]
     run_id = (config.get("run_ids") or {}).get(cell.cell_id)
     res = cell.resources

@@ -185,3 +185,103 @@ def cifar10_layout():
         return train_x, train_y.astype(np.int64), test_x, test_y.astype(np.int64)
 
     return write
+
+
+# A VOCdevkit in VOC's layout: small JPEGs of flat-coloured boxes ("dog" red, "cat" blue) on noise, one or two
+# objects each, some marked difficult; ImageSets/Main/{trainval,test}.txt. Boxes in the XML are 1-based inclusive.
+_VOC_OBJECT = ("  <object><name>{name}</name><difficult>{difficult}</difficult><bndbox><xmin>{x0}</xmin>"
+               "<ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>\n")
+
+
+def _write_voc_year(devkit, year: str = "2007", sets: dict | None = None, seed: int = 0, first: int = 1):
+    """Write VOC<year> under `devkit` (sets: {name: image count}); returns {image id: [(name, x0, y0, x1, y1)]}."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder = devkit / f"VOC{year}"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    written, n = {}, first - 1
+    for voc_set, count in (sets or {"trainval": 6, "test": 4}).items():
+        ids = []
+        for _ in range(count):
+            n += 1
+            image_id = f"{year}_{n:06d}"
+            h, w = int(rng.integers(64, 96)), int(rng.integers(72, 112))
+            pixels = rng.integers(90, 140, size=(h, w, 3)).astype(np.uint8)
+            objects, boxes = [], []
+            for k in range(1 + n % 2):
+                name, colour = (("dog", (200, 40, 40)), ("cat", (40, 40, 200)))[(n + k) % 2]
+                bw, bh = int(rng.integers(16, w // 2)), int(rng.integers(16, h // 2))
+                x0, y0 = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+                pixels[y0:y0 + bh, x0:x0 + bw] = colour
+                objects.append(_VOC_OBJECT.format(name=name, difficult=int(k == 1 and n % 3 == 0), x0=x0 + 1,
+                                                  y0=y0 + 1, x1=x0 + bw, y1=y0 + bh))
+                boxes.append((name, x0 + 1, y0 + 1, x0 + bw, y0 + bh))
+            Image.fromarray(pixels).save(folder / "JPEGImages" / f"{image_id}.jpg", quality=95)
+            (folder / "Annotations" / f"{image_id}.xml").write_text(
+                f"<annotation><filename>{image_id}.jpg</filename><size><width>{w}</width><height>{h}</height>"
+                f"<depth>3</depth></size>\n{''.join(objects)}</annotation>\n")
+            ids.append(image_id)
+            written[image_id] = boxes
+        (folder / "ImageSets" / "Main" / f"{voc_set}.txt").write_text("\n".join(ids) + "\n")
+    return written
+
+
+@pytest.fixture(scope="session")
+def voc_devkit(tmp_path_factory):
+    """A raw VOCdevkit (VOC2007: 6 trainval and 4 test images), shared read-only: copy it to change it."""
+    devkit = tmp_path_factory.mktemp("voc") / "VOCdevkit"
+    _write_voc_year(devkit)
+    return devkit
+
+
+@pytest.fixture(scope="session")
+def write_voc_year():
+    """`write_voc_year(devkit, year="2007", sets={"trainval": 6, "test": 4}, seed=0, first=1)`: a VOC<year> folder
+    of generated images under `devkit`, numbered from `first`; returns {image id: [(class, x0, y0, x1, y1)]}."""
+    return _write_voc_year
+
+
+@pytest.fixture(scope="session")
+def voc_root(voc_devkit, tmp_path_factory):
+    """`voc_devkit` prepared as voc2007 (splits 2007_trainval, 2007_test), files read-only."""
+    from pipelines.detection_prepare import prepare_detection
+
+    root = tmp_path_factory.mktemp("voc-prepared") / "prepared"
+    prepare_detection("voc2007", root, source=voc_devkit)
+    for path in root.iterdir():
+        path.chmod(0o444)
+    return root
+
+
+def _resnetctl(cwd, *args: str, timeout: int = 600):
+    """`resnetctl ARGS` in a process of its own in `cwd`, as a user runs it (never the developer's Ray or store)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", RAY_USAGE_STATS_ENABLED="0", COLUMNS="200")
+    return subprocess.run([sys.executable, "-c", "from orchestrator.cli import main; main()", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def resnetctl():
+    """`resnetctl(cwd, *args, timeout=600)`: the CLI in its own process in `cwd`; the CompletedProcess."""
+    return _resnetctl
+
+
+@pytest.fixture(scope="session")
+def trained_digits_grid(tmp_path_factory, grid_file, digits_root):
+    """A finished training grid, trained once per session: `trained` (plain8 and resnet8-A, seed 0, the
+    TINY_TRAIN recipe) in a working directory of its own, whose ./mlflow.db holds its two finished runs and
+    the registered models digits-plain8 v1 and digits-resnet8-A v1. Returns {"workdir", "grid", "name",
+    "uri"}. Read it, or add experiments of your own to its store; never change its training runs."""
+    workdir = tmp_path_factory.mktemp("trained-grid")
+    grid = grid_file(workdir / "trained.yaml", name="trained", data=digits_root, shortcuts=("plain", "A"),
+                     resources={"max_concurrent_cells": 2})
+    proc = _resnetctl(workdir, "submit", str(grid))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {"workdir": workdir, "grid": grid, "name": "trained", "uri": f"sqlite:///{workdir / 'mlflow.db'}"}

@@ -21,4 +21,5 @@ def fields_markdown(section: str) -> str:
 def fields_command(section: str | None) -> None:
     """Print the grid's training (and resources) settings: values, defaults, presets, meaning."""
     for name in [section] if section else list(SECTIONS):
-        click.echo(f"`{name}:`\n\n{fields_markdown(name)}\n")
+        title = "`train:` of a detection grid (`task: detection`)" if name == "detection" else f"`{name}:`"
+        click.echo(f"{title}\n\n{fields_markdown(name)}\n")

@@ -1,4 +1,8 @@
-"""`resnetctl prepare DATASET --root DIR`: raw data -> FFCV `.beton` files + manifest.json."""
+"""`resnetctl prepare DATASET --root DIR`: raw data -> FFCV `.beton` files + manifest.json.
+
+Detection datasets (voc2007, voc2012, coco: Tables 7-8) are checked and written as COCO-format split files
+instead (`pipelines.detection_prepare`); they take only --source, --root and --json.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,18 @@ import sys
 import click
 
 from pipelines.catalog import DATASETS
+from pipelines.detection_catalog import DETECTION_DATASETS
+from resnetctl.errors import UserError
 
 
 @click.command("prepare")
-@click.argument("dataset", type=click.Choice(DATASETS))
+@click.argument("dataset", type=click.Choice(DATASETS + DETECTION_DATASETS))
 @click.option("--root", required=True, type=click.Path(file_okay=False), help="Folder to write the prepared data to.")
 @click.option(
     "--source", type=click.Path(), default=None,
     help="Raw data: the parent of cifar-10-batches-py / cifar-100-python, or an ImageNet-style folder "
-    "with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG. Not needed for digits.",
+    "with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG; voc2007/voc2012: the VOCdevkit folder (VOC2007/, VOC2012/); "
+    "coco: the folder with annotations/instances_<split>.json and the image folders. Not needed for digits.",
 )
 @click.option("--download", is_flag=True, help="CIFAR only: fetch the archive with torchvision (needs a network).")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -47,6 +54,14 @@ def prepare_command(
     """
     from pipelines import prepare_dataset
 
+    if dataset in DETECTION_DATASETS:
+        given = [flag for flag, value in (("--download", download or None), ("--val-size", val_size),
+                                          ("--shorter-side", shorter_side), ("--mean-sample", mean_sample),
+                                          ("--jpeg-quality", jpeg_quality), ("--write-mode", write_mode),
+                                          ("--workers", workers)) if value is not None]
+        if given:
+            raise UserError(f"{', '.join(given)}: not for {dataset} (detection data takes --source, --root, --json)")
+        return _prepare_detection(dataset, root, source, as_json)
     options = {
         key: value
         for key, value in (
@@ -66,3 +81,15 @@ def prepare_command(
     click.echo(
         f"{manifest['dataset']}: {manifest['num_classes']} classes, {manifest['image_size']}px; {splits} -> {root}"
     )
+
+
+def _prepare_detection(dataset: str, root: str, source: str | None, as_json: bool) -> None:
+    from pipelines.detection_prepare import prepare_detection
+
+    manifest = prepare_detection(dataset, root, source=source)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+        return
+    splits = ", ".join(f"{name} {info['count']} images/{info['boxes']} boxes" for name, info in manifest["splits"].items())
+    click.echo(f"{dataset}: {manifest['num_classes']} classes; {splits} -> {root} (images stay in "
+               f"{manifest['images_root']})")
