@@ -74,12 +74,17 @@ def test_plan_table_names_every_cell(tmp_path, monkeypatch):
     assert "2x0.5cpu" in result.stdout and "At most 3 cells at once" in result.stdout
 
 
-def test_plan_refuses_missing_data_unless_told_not_to_check(tmp_path, monkeypatch):
+def test_plan_estimates_before_the_data_is_prepared_and_submit_refuses(tmp_path, monkeypatch):
+    """A user plans before downloading 150 GB: plan notes the missing folder and estimates from the usual size."""
     monkeypatch.chdir(tmp_path)
     Path("grid.yaml").write_text(GRID)
-    result = CliRunner().invoke(main, ["plan", "grid.yaml"])
-    assert result.exit_code == 2
+    result = CliRunner().invoke(main, ["plan", "grid.yaml", "--json"])
+    assert result.exit_code == 0, result.output
+    assert f"digits is not prepared yet ({tmp_path.resolve()}/data/digits)" in result.stderr
+    assert json.loads(result.stdout)["summary"]["cells"] > 0
+    refused = CliRunner().invoke(main, ["submit", "grid.yaml"])
+    assert refused.exit_code == 2
     assert f"grid.yaml:2: dataset.path: {tmp_path.resolve()}/data/digits: prepared-data folder does not exist" in (
-        result.stderr
-    )
-    assert CliRunner().invoke(main, ["plan", "grid.yaml", "--no-check-data"]).exit_code == 0
+        refused.stderr)
+    Path("data/digits").mkdir(parents=True)  # a folder that exists is still checked: not prepared data
+    assert CliRunner().invoke(main, ["plan", "grid.yaml"]).exit_code == 2
