@@ -55,6 +55,7 @@ WRITER_DEFAULTS: dict[str, Any] = {
     "progress": False,  # FFCV's tqdm bars on stderr
     "val_size": 5000,  # CIFAR: images held out of the training batches for validation (the paper's 45k/5k)
     "mean_sample": 10_000,  # ImageNet: training images (seeded sample) averaged into the per-pixel mean image
+    "holdout_size": 0,  # ImageNet: training images set apart as a `holdout` split (train.plateau_split: holdout)
 }
 
 
@@ -242,7 +243,7 @@ def prepare_dataset(
         raise DatasetError(f"{root}: exists and is not a folder")
 
     raw = load_source(name, source, download=download, seed=seed, val_size=int(opts["val_size"]),
-                      shorter_side=int(opts["shorter_side"]))
+                      shorter_side=int(opts["shorter_side"]), holdout_size=int(opts["holdout_size"]))
     opts["page_size"] = int(opts["page_size"] or (1 << 21 if raw.image_size <= 64 else 1 << 23))
     for split, src in raw.splits.items():
         if len(src.samples) == 0:

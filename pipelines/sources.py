@@ -242,10 +242,13 @@ class DecodedFolder(Sequence):
         return shrink_to_shorter_side(rgb, self.shorter_side), int(label)
 
 
-def load_imagenet_source(source: Path, shorter_side: int | None = None) -> RawDataset:
+def load_imagenet_source(source: Path, shorter_side: int | None = None, *, holdout_size: int = 0,
+                         seed: int = 0) -> RawDataset:
     """`train/<wnid>/*.JPEG` and `val/<wnid>/*.JPEG` through torchvision's ImageFolder; val doubles as test.
 
     Images whose shorter side exceeds `shorter_side` are shrunk to it as they are read (None: kept as they are).
+    `holdout_size` training images (a seeded choice) become a `holdout` split, taken out of `train`: a
+    plateau rule can then decide on images that are neither trained on nor the test set (the paper used val).
     """
     from torchvision.datasets import ImageFolder
 
@@ -275,6 +278,8 @@ def load_imagenet_source(source: Path, shorter_side: int | None = None) -> RawDa
                                     paths=[p for p, _ in dataset.samples])
         listed.extend(Path(p) for p, _ in dataset.samples)
     assert classes is not None
+    if holdout_size:
+        splits["train"], splits["holdout"] = _hold_out(splits["train"], holdout_size, seed, shorter_side)
     digest = hashlib.sha256()
     for path in listed:  # names and sizes: cheap, and changes when files are added, removed or replaced
         digest.update(f"{path.relative_to(source)}:{path.stat().st_size}\n".encode())
@@ -284,16 +289,33 @@ def load_imagenet_source(source: Path, shorter_side: int | None = None) -> RawDa
         image_size=224,
         splits=splits,
         source_checksum="sha256-listing:" + digest.hexdigest(),
-        notes={"test_split": "val", "test_note": "ImageNet's val set doubles as the test set"},
+        notes={"test_split": "val", "test_note": "ImageNet's val set doubles as the test set",
+               **({"holdout_from": "train", "holdout_size": holdout_size} if holdout_size else {})},
+        split_seed=seed if holdout_size else None,
     )
+
+
+def _hold_out(train: SplitSource, size: int, seed: int, shorter_side: int | None) -> tuple[SplitSource, SplitSource]:
+    """(train without the held-out images, the held-out images), a seeded choice of `size` training images."""
+    samples = train.samples.samples
+    if not 0 < size < len(samples):
+        raise DatasetError(f"holdout size {size}: must be between 1 and {len(samples) - 1} (the training images)")
+    kept, held = seeded_holdout(len(samples), size, seed)
+    parts = []
+    for indices in (kept, held):
+        chosen = [samples[int(i)] for i in indices]
+        parts.append(SplitSource(DecodedFolder(chosen, shorter_side), paths=[p for p, _ in chosen]))
+    return parts[0], parts[1]
 
 
 def load_source(
     name: str, source: str | Path | None, *, download: bool, seed: int, val_size: int = 5000,
-    shorter_side: int | None = None,
+    shorter_side: int | None = None, holdout_size: int = 0,
 ) -> RawDataset:
     if name not in DATASETS:
         raise DatasetError(f"{name}: unknown dataset (choose from {', '.join(DATASETS)})")
+    if holdout_size and name != "imagenet":
+        raise DatasetError(f"{name}: --holdout-size is for ImageNet (CIFAR's val is already held out of train)")
     if name == "digits":
         return load_digits_source(seed)
     if source is None:
@@ -302,4 +324,4 @@ def load_source(
         return load_cifar_source(name, Path(source), download=download, seed=seed, val_size=val_size)
     if download:
         raise DatasetError(f"{source}: ImageNet cannot be downloaded; point --source at an ImageNet-style folder")
-    return load_imagenet_source(Path(source), shorter_side)
+    return load_imagenet_source(Path(source), shorter_side, holdout_size=holdout_size, seed=seed)

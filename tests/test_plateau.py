@@ -51,3 +51,23 @@ def test_report_protocol_line_says_the_plateau_rule():
     words = _training_words([run])
     assert "after 5 epochs without a lower val top-1 error" in words and "at most 3 drops" in words
     assert "val is also the test set" in words and "drops made: 2" in words
+
+
+def test_imagenet_holdout_split_decides_the_plateau(imagenet_root, tmp_path):
+    """`prepare imagenet --holdout-size N` sets N training images apart; plateau_split: holdout reads them."""
+    import json
+
+    from pipelines import prepare_dataset
+    from training.trainer import Trainer
+
+    raw = imagenet_root.parent / "raw"
+    manifest = prepare_dataset("imagenet", tmp_path / "held", source=raw, holdout_size=2, num_workers=1,
+                               mean_sample=4)
+    assert manifest["splits"]["holdout"]["count"] == 2 and manifest["splits"]["train"]["count"] == 4
+    assert json.loads((tmp_path / "held" / "manifest.json").read_text())["notes"]["holdout_size"] == 2
+    cfg = TrainConfig(batch_size=2, lr=0.1, epochs=1, lr_on_plateau=True, plateau_split="holdout", loader="torch",
+                      num_workers=0, max_train_batches=1, eval_protocol="center")
+    trainer = Trainer(cfg, arch="resnet18-B", variant="imagenet", dataset_path=str(tmp_path / "held"), seed=0)
+    metrics = trainer.run_epoch()
+    assert 0.0 <= metrics["holdout_err"] <= 100.0 and "val_err" in metrics  # ImageNet: val is the test set
+    assert trainer.schedule.best_val == metrics["holdout_err"]  # the plateau rule read the holdout split

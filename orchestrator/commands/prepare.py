@@ -36,6 +36,9 @@ from resnetctl.errors import UserError
               "(default 480, the largest training scale).")
 @click.option("--mean-sample", type=click.IntRange(1), default=None,
               help="ImageNet: training images averaged into the per-pixel mean image (default 10000).")
+@click.option("--holdout-size", type=click.IntRange(1), default=None,
+              help="ImageNet: training images set apart as a holdout split, for a plateau rule that does not "
+              "read the test set (train.plateau_split: holdout).")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=None, help="ImageNet: JPEG quality (default 90).")
 @click.option(
     "--write-mode", type=click.Choice(["jpg", "raw", "smart", "proportion"]), default=None,
@@ -45,8 +48,8 @@ from resnetctl.errors import UserError
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def prepare_command(
     dataset: str, root: str, source: str | None, download: bool, seed: int, val_size: int | None,
-    shorter_side: int | None, mean_sample: int | None, jpeg_quality: int | None, write_mode: str | None,
-    workers: int | None, as_json: bool,
+    shorter_side: int | None, mean_sample: int | None, holdout_size: int | None, jpeg_quality: int | None,
+    write_mode: str | None, workers: int | None, as_json: bool,
 ) -> None:
     """Write DATASET's splits as FFCV .beton files and a manifest.json into --root.
 
@@ -57,6 +60,7 @@ def prepare_command(
     if dataset in DETECTION_DATASETS:
         given = [flag for flag, value in (("--download", download or None), ("--val-size", val_size),
                                           ("--shorter-side", shorter_side), ("--mean-sample", mean_sample),
+                                          ("--holdout-size", holdout_size),
                                           ("--jpeg-quality", jpeg_quality), ("--write-mode", write_mode),
                                           ("--workers", workers)) if value is not None]
         if given:
@@ -67,6 +71,7 @@ def prepare_command(
         for key, value in (
             ("shorter_side", shorter_side), ("mean_sample", mean_sample), ("jpeg_quality", jpeg_quality),
             ("write_mode", write_mode), ("num_workers", workers), ("val_size", val_size),
+            ("holdout_size", holdout_size),
         )
         if value is not None
     }
