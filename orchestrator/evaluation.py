@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import conventions as cv
-from orchestrator.cells import EvalCell, EvalMember
+from orchestrator.cells import ID_NEUTRAL_FIELDS, EvalCell, EvalMember
 from orchestrator.eval_spec import EvalGridSpec, ModelSource
 from orchestrator.spec import Loc
 from pipelines.catalog import VARIANT_OF
@@ -32,14 +32,25 @@ def eval_split(manifest: dict | None, dataset: str) -> str:
     return "val" if VARIANT_OF.get(dataset) == "imagenet" else "test"
 
 
+# What a run logged before a TrainConfig field existed ran with: the behaviour from before the field (the
+# cells' id-neutral values, plus the per-channel normalisation and the train split every earlier run used).
+BEFORE_FIELDS: dict[str, Any] = {**ID_NEUTRAL_FIELDS, "normalization": "channel", "train_split": "train"}
+
+
 def train_config_from_params(params: dict[str, str]) -> TrainConfig | None:
-    """A training run's TrainConfig back from its `train.<field>` params (None when they do not make one)."""
+    """A training run's TrainConfig back from its `train.<field>` params (None when they do not make one).
+
+    A field the run has no param for (it predates the field) takes its value from BEFORE_FIELDS, not the
+    field's default: the network was trained the old way, and is tested the way it was trained.
+    """
     from pydantic import ValidationError
 
     values: dict[str, Any] = {}
     for name in TrainConfig.model_fields:
         text = params.get(f"train.{name}")
         if text is None:
+            if name in BEFORE_FIELDS:
+                values[name] = BEFORE_FIELDS[name]
             continue
         try:
             values[name] = ast.literal_eval(text)  # numbers, None, True, [32000, 48000]
