@@ -1,18 +1,21 @@
 """What resnetctl costs over a bare PyTorch loop: per-epoch time, and the fixed cost per cell.
 
 (a) a bare loop: the same model, loader, optimiser and evaluation, in this process;
-(b) one resnetctl cell through Ray Tune + Ray Train + MLflow (SQLite), on a local Ray.
-Per-epoch time of (b) is measured inside the worker from one epoch's start to the next
-(so it includes MLflow logging, the checkpoint and `ray.train.report`). The fixed cost is
+(b) one single-worker resnetctl cell through Ray Tune + MLflow (SQLite), on a local Ray: it trains
+inside its Tune trial (`tune_runner.train_in_trial`; cells of several workers add Ray Train).
+Per-epoch time of (b) is measured inside the trial from one epoch's start to the next
+(so it includes MLflow logging, the checkpoint and Tune's report). The fixed cost is
 the time from asking Tune to run the cell to its first optimiser step, and from the last
-step to Tune returning, broken down by phase.
+step to Tune returning, broken down by phase. `--json` prints one JSON line instead of the table
+(`start_to_first_step_s`, `last_step_to_done_s`, `epoch_ratio` = resnetctl / bare loop, ...).
 
-    python benchmarks/overhead.py [--arch resnet20-A] [--epochs 3] [--loader torch] [--data DIR]
+    python benchmarks/overhead.py [--arch resnet20-A] [--epochs 3] [--loader torch] [--data DIR] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -120,10 +123,10 @@ def resnetctl_cell(cell, work: Path, *, ray_defaults: bool = False) -> dict:
         "epoch_compute_s": [r["epoch_time_s"] for r in collect.results],
         "phases": {
             "Tune: ask -> trial function running": first["trial_started_at"] - asked,
-            "trial: open MLflow run, build TorchTrainer": first["fit_started_at"] - first["trial_started_at"],
-            "Train: controller + worker group + process group": first["worker_started_at"] - first["fit_started_at"],
-            "worker: imports, model, loaders": first["trainer_ready_at"] - first["worker_started_at"],
-            "worker: first step": first["first_step_at"] - first["trainer_ready_at"],
+            "trial: its config (a TorchTrainer too, multi-worker)": first["fit_started_at"] - first["trial_started_at"],
+            "Train controller + worker group (multi-worker only)": first["worker_started_at"] - first["fit_started_at"],
+            "imports, model, loaders, MLflow run": first["trainer_ready_at"] - first["worker_started_at"],
+            "first step": first["first_step_at"] - first["trainer_ready_at"],
         },
         "start_to_first_step_s": first["first_step_at"] - asked,
         "last_step_to_finished_s": returned - last["last_step_at"],
@@ -139,6 +142,7 @@ def main() -> None:
     parser.add_argument("--ray-defaults", action="store_true",
                         help="start Ray with its defaults (dashboard on, default Train/Tune intervals) to compare")
     parser.add_argument("--data", default=None, help="prepared digits folder (default: prepare one in a temp dir)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line of the figures instead of the table")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="resnetctl-overhead-") as tmp:
@@ -157,6 +161,14 @@ def main() -> None:
     steady = slice(1, None) if args.epochs > 1 else slice(None)
     bare_epoch = statistics.median(bare[steady])
     ours_epoch = statistics.median(ours["epoch_wall_s"][steady])
+    if args.json:
+        print(json.dumps({"arch": args.arch, "epochs": args.epochs, "loader": args.loader, "cpus": os.cpu_count(),
+                          "start_to_first_step_s": round(ours["start_to_first_step_s"], 3),
+                          "last_step_to_done_s": round(ours["last_step_to_finished_s"], 3),
+                          "epoch_ratio": round(ours_epoch / bare_epoch, 4), "bare_epoch_s": round(bare_epoch, 3),
+                          "resnetctl_epoch_s": round(ours_epoch, 3), "ray_init_s": round(ours["ray_init_s"], 3),
+                          "phases_s": {k: round(v, 3) for k, v in ours["phases"].items()}}))
+        return
     print(f"{args.arch} on digits, batch {args.batch_size}, {args.epochs} epochs, loader {args.loader}, "
           f"1 worker x 1 thread, {os.cpu_count()} CPUs, Ray {'defaults' if args.ray_defaults else 'as resnetctl sets it'}")
     print(f"per-epoch time  bare PyTorch   : {bare_epoch:7.2f} s   (epochs: {', '.join(f'{t:.2f}' for t in bare)})")

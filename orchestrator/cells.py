@@ -31,12 +31,15 @@ class Resources(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     workers_per_cell: int = Field(1, ge=1, le=4096, description="Ray Train workers (DDP ranks) per cell")
-    use_gpu: bool = Field(False, description="one GPU per worker")
+    use_gpu: bool = Field(False, description="train on GPUs: gpus_per_worker GPUs for each worker")
+    gpus_per_worker: float = Field(1.0, ge=RESOURCE_UNIT, le=64, description=(
+        "GPUs each worker takes with use_gpu; a fraction packs single-worker cells on one GPU through Ray's "
+        "fractional GPUs (0.25: four cells share it); above 1, whole GPUs"))
     cpus_per_worker: float = Field(1.0, ge=RESOURCE_UNIT, le=1024,
                                    description="CPUs Ray reserves for each worker, in steps of 0.0001 (Ray's unit)")
     max_concurrent_cells: int = Field(1, ge=1, le=100_000, description="cells Ray Tune runs at once")
 
-    @field_validator("cpus_per_worker")
+    @field_validator("cpus_per_worker", "gpus_per_worker")
     @classmethod
     def _whole_ray_units(cls, value: float) -> float:
         units = value / RESOURCE_UNIT
@@ -50,7 +53,18 @@ class Resources(BaseModel):
         if cpus > MAX_CELL_CPUS:
             raise ValueError(f"workers_per_cell x cpus_per_worker is {cpus:,.10g} CPUs for one cell, more than "
                              f"{MAX_CELL_CPUS:,}")
+        gpus = self.gpus_per_worker
+        if gpus > 1 and gpus != int(gpus):
+            raise ValueError(f"gpus_per_worker {gpus:g}: Ray gives fractions of one GPU only; above 1, whole GPUs")
+        if gpus < 1 and self.workers_per_cell > 1:  # two ranks on one GPU: NCCL refuses a duplicate device
+            raise ValueError(f"gpus_per_worker {gpus:g} packs single-worker cells; the {self.workers_per_cell} "
+                             "workers of a DDP cell need a whole GPU each")
         return self
+
+    @property
+    def gpus(self) -> float:
+        """GPUs one worker reserves (0 without use_gpu)."""
+        return self.gpus_per_worker if self.use_gpu else 0.0
 
 
 # TrainConfig fields added after cell ids were first handed out, each with the value that keeps the

@@ -44,7 +44,7 @@ def _resources(cell: AnyCell) -> dict[str, Any]:
     return {
         "workers": r.workers_per_cell,
         "cpus": r.workers_per_cell * r.cpus_per_worker,
-        "gpus": r.workers_per_cell if r.use_gpu else 0,
+        "gpus": r.workers_per_cell * r.gpus,
     }
 
 
@@ -133,7 +133,7 @@ def plan_grid(spec, cells: Sequence[AnyCell]) -> tuple[dict[str, Any], list[dict
         "cells": len(rows),
         "max_concurrent_cells": r.max_concurrent_cells,
         "peak_cpus": at_once * r.workers_per_cell * r.cpus_per_worker,
-        "peak_gpus": at_once * r.workers_per_cell if r.use_gpu else 0,
+        "peak_gpus": at_once * r.workers_per_cell * r.gpus,
         "compute_mult_adds": total,
         "training_mult_adds_approx": total if evaluating else TRAINING_FACTOR * total,
         "kind": "evaluation" if evaluating else KIND_DETECTION if detecting else "training",

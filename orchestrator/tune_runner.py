@@ -8,6 +8,12 @@ driver that opens the cell's MLflow run and calls `TorchTrainer.fit()`. The Trai
 name is derived from the cell and its storage path is fixed, so a rerun finds the previous
 run's checkpoints there and resumes instead of restarting. The trial driver reserves only
 a little memory, never a CPU, so it cannot starve its own Train workers on small machines.
+
+A single-worker cell (most of a CIFAR grid) skips Ray Train: its trial reserves the worker's CPUs
+and GPU and runs the same epoch loop itself (`train_in_trial`), reporting and checkpointing through
+Tune (`tune.report(..., checkpoint=)`, `tune.get_checkpoint()`); Tune's failure config restarts a
+killed trial from its checkpoint, and the trial's folder (named after the cell, as the Train run is)
+holds the checkpoints a later submit resumes from.
 """
 
 from __future__ import annotations
@@ -101,19 +107,51 @@ def init_ray(
     return True
 
 
-def clear_checkpoints(cell: AnyCell, storage_path: str | os.PathLike | None = None) -> None:
-    """`--restart`: forget the cell's Train run (checkpoints and state) so it starts from scratch."""
-    root = storage_root(storage_path)
-    if "://" in root:
-        import pyarrow.fs
+def tune_run_name(grid_name: str) -> str:
+    """The Ray Tune experiment of a grid (its folder under the storage root)."""
+    return f"tune-{grid_name}"
 
-        fs, path = pyarrow.fs.FileSystem.from_uri(f"{root}/{train_run_name(cell)}")
-        if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
-            fs.delete_dir(path)
-        return
-    folder = Path(root) / train_run_name(cell)
-    if folder.exists():
-        shutil.rmtree(folder)
+
+def cell_folders(cell: AnyCell, storage_path: str | os.PathLike | None = None) -> list[str]:
+    """Where a cell's checkpoints live: its Train run (multi-worker cells) and its Tune trial (single-worker)."""
+    root = storage_root(storage_path)
+    return [f"{root}/{train_run_name(cell)}", f"{root}/{tune_run_name(cell.grid)}/{train_run_name(cell)}"]
+
+
+def clear_checkpoints(cell: AnyCell, storage_path: str | os.PathLike | None = None) -> None:
+    """`--restart`: forget the cell's Train run and Tune trial (checkpoints and state) so it starts from scratch."""
+    for location in cell_folders(cell, storage_path):
+        if "://" in location:
+            import pyarrow.fs
+
+            fs, path = pyarrow.fs.FileSystem.from_uri(location)
+            if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+                fs.delete_dir(path)
+        elif Path(location).exists():
+            shutil.rmtree(location)
+
+
+def trains_in_trial(cell: dict[str, Any]) -> bool:
+    """Whether a cell (its to_dict()) trains inside its Tune trial: a single-worker training cell.
+
+    Such a cell needs no Train controller, worker group or process group: the trial reserves the
+    worker's CPUs and GPU and runs the same epoch loop (`train_entry.run_cell`) with Tune's own
+    report and checkpoints, which cuts the controller and worker-group start (about half of the
+    fixed cost per cell). Cells of several workers keep Ray Train (DDP, its restarts of the group).
+    """
+    return "kind" not in cell and int(cell.get("resources", {}).get("workers_per_cell", 1)) == 1
+
+
+def _trial_resources(config: dict[str, Any]):
+    """A trial's reservation: the worker's own for a cell trained in the trial, else the driver's (no CPU)."""
+    from ray import tune
+
+    if not trains_in_trial(config["cell"]):
+        return tune.PlacementGroupFactory([{"CPU": 0, "memory": DRIVER_MEMORY_BYTES}])
+    res = config["cell"]["resources"]
+    # a fraction of a GPU (gpus_per_worker < 1) packs several such cells on one GPU
+    return tune.PlacementGroupFactory([{"CPU": res["cpus_per_worker"],
+                                        "GPU": res.get("gpus_per_worker", 1) if res["use_gpu"] else 0}])
 
 
 def cell_trainable(config: dict[str, Any]) -> None:
@@ -123,6 +161,8 @@ def cell_trainable(config: dict[str, Any]) -> None:
     run, rank 0 writes to it): each import here is paid again by every cell.
     """
     trial_started_at = time.time()
+    if trains_in_trial(config["cell"]):
+        return train_in_trial(config, trial_started_at)
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -137,13 +177,11 @@ def cell_trainable(config: dict[str, Any]) -> None:
     res = cell.resources
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cell": config["cell"], "tracking_uri": uri, "run_id": run_id,
-                           "threads_per_worker": max(1, int(res.cpus_per_worker)),
-                           "trial_started_at": trial_started_at, "fit_started_at": time.time()},
+        train_loop_config=_worker_config(config, trial_started_at),
         torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=res.workers_per_cell, use_gpu=res.use_gpu,
-            resources_per_worker={"CPU": res.cpus_per_worker, **({"GPU": 1} if res.use_gpu else {})},
+            resources_per_worker={"CPU": res.cpus_per_worker, **({"GPU": res.gpus} if res.use_gpu else {})},
         ),
         run_config=ray.train.RunConfig(
             name=train_run_name(cell),
@@ -161,6 +199,65 @@ def cell_trainable(config: dict[str, Any]) -> None:
 
             mark_run_failed(uri, run_id)
         raise
+
+
+def _worker_config(config: dict[str, Any], trial_started_at: float) -> dict[str, Any]:
+    """What the epoch loop (`train_entry.run_cell`) reads from a trial's config."""
+    cell = config["cell"]
+    return {"cell": cell, "tracking_uri": config["tracking_uri"],
+            "run_id": (config.get("run_ids") or {}).get(cell_from_dict(cell).cell_id),
+            "threads_per_worker": max(1, int(cell["resources"]["cpus_per_worker"])),
+            "trial_started_at": trial_started_at, "fit_started_at": time.time()}
+
+
+def train_in_trial(config: dict[str, Any], trial_started_at: float) -> None:
+    """A single-worker cell trained in its Tune trial (`trains_in_trial` says why).
+
+    It resumes from Tune's checkpoint after a restart of the trial (a killed process: the Tuner's
+    failure config), else from the newest checkpoint a previous submit left in the trial's folder.
+    """
+    import torch
+    from ray import tune
+
+    from orchestrator.train_entry import run_cell
+
+    worker = _worker_config(config, trial_started_at)
+    cell = cell_from_dict(config["cell"])
+
+    def report(metrics: dict[str, Any], folder: str | None) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
+
+    # Ray set CUDA_VISIBLE_DEVICES to the GPU it gave (a share of one, with fractional GPUs); a cluster that
+    # declares GPUs it has not (the tests' logical GPUs) trains on the CPU
+    device = torch.device("cuda" if cell.resources.use_gpu and torch.cuda.is_available() else "cpu")
+    checkpoint = tune.get_checkpoint() or _previous_checkpoint(cell_folders(cell, config["storage_path"])[1])
+    try:
+        run_cell(worker, rank=0, world_size=1, device=device, wrap_model=None, checkpoint=checkpoint,
+                 report=report, worker_started_at=time.time())
+    except BaseException:
+        if worker["run_id"] is not None:
+            from orchestrator.tracking import mark_run_failed
+
+            mark_run_failed(worker["tracking_uri"], worker["run_id"])
+        raise
+
+
+def _previous_checkpoint(trial_folder: str):
+    """The newest complete checkpoint an earlier Tune run of this trial left (Tune numbers a new run's from 0
+    again, over the old ones, so the newest state file decides, not the folder's number); None if none."""
+    import pyarrow.fs
+    from ray import tune
+
+    from training.checkpoint import CHECKPOINT_FILE
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(trial_folder)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    folders = [i.path for i in infos if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")]
+    states = [i for i in fs.get_file_info([f"{f}/{CHECKPOINT_FILE}" for f in folders]) if i.type == pyarrow.fs.FileType.File]
+    if not states:
+        return None
+    newest = max(states, key=lambda i: i.mtime_ns or 0)
+    return tune.Checkpoint(newest.path.rsplit("/", 1)[0], filesystem=fs)
 
 
 @dataclass
@@ -208,7 +305,7 @@ def _trainable(cells: Sequence[AnyCell]):
     from ray import tune
 
     if not all(isinstance(c, EvalCell) for c in cells):
-        return tune.with_resources(cell_trainable, {"memory": DRIVER_MEMORY_BYTES})
+        return tune.with_resources(cell_trainable, _trial_resources)
     from orchestrator.eval_entry import evaluation_trainable
 
     res = cells[0].resources
@@ -244,12 +341,14 @@ def _tuner(cells: Sequence[AnyCell], *, grid_name: str, tracking_uri: str | None
             reuse_actors=all(isinstance(c, EvalCell) for c in cells),
         ),
         run_config=tune.RunConfig(
-            name=f"tune-{grid_name}",
+            name=tune_run_name(grid_name),
             storage_path=str(storage),
             callbacks=list(callbacks),
             verbose=0,
-            failure_config=tune.FailureConfig(max_failures=TRIAL_MAX_FAILURES),
-            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0),
+            # a cell trained in its trial is restarted by Tune from its checkpoint, as Train restarts workers
+            failure_config=tune.FailureConfig(max_failures=TRIAL_MAX_FAILURES + (
+                max_failures if any(trains_in_trial(c.to_dict()) for c in cells) else 0)),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0, num_to_keep=2),
         ),
     )
 

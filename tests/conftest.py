@@ -108,6 +108,59 @@ def wait_for():
     return _wait_for
 
 
+# A cell trains in one of two kinds of Ray process, and checkpoints into one of two folders: a
+# single-worker cell in its Tune trial (`ray::ImplicitFunc`, checkpoints under results/tune-GRID/CELL),
+# a multi-worker cell in Ray Train workers (`RayTrainWorker`, checkpoints under results/CELL).
+CELL_PROCESS_TITLES = ("RayTrainWorker", "ImplicitFunc")
+
+
+def _checkpointed(results, cell: str = "*") -> "os.PathLike | None":
+    """The folder of a cell (any, or the one whose folder is named `cell`) under `results` with a checkpoint
+    Ray has registered (a restart resumes from it): a Train run's snapshot, or a Tune trial's checkpoint
+    whose result Tune has logged; else None."""
+    from pathlib import Path
+
+    results = Path(results)
+    for snapshot in results.glob(f"{cell}/checkpoint_manager_snapshot.json"):
+        return snapshot.parent
+    for trial in results.glob(f"tune-*/{cell}/"):
+        log = trial / "result.json"
+        if list(trial.glob("checkpoint_*/state.pt")) and log.is_file() and log.stat().st_size > 0:
+            return trial
+    return None
+
+
+@pytest.fixture(scope="session")
+def ray_cells():
+    """`ray_cells.checkpointed(results, cell="*")`: a cell folder with a registered checkpoint (or None);
+    `ray_cells.is_cell_process(cmdline)`: whether a process's command line is a process a cell trains in."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(checkpointed=_checkpointed,
+                           is_cell_process=lambda cmdline: any(t in cmdline for t in CELL_PROCESS_TITLES))
+
+
+@pytest.fixture(scope="session")
+def verdicts_digits_grid(tmp_path_factory, grid_file, digits_root):
+    """Issue 14's end-to-end grid, trained once per session: digits, depth [8, 20] x shortcut [plain, A] x seeds
+    [0, 1] (TINY_TRAIN for 2 epochs: enough to learn, so seeds differ) with the grid claim "resnet8-A < plain8",
+    submitted with `--until-decided
+    --max-seeds 2` (it measures its verdicts once and, at the cap, adds no seed). Returns {"workdir", "grid",
+    "name", "uri", "proc"}. Read it, or add experiments of your own to its store; never change its runs."""
+    import yaml
+
+    workdir = tmp_path_factory.mktemp("verdicts-grid")
+    grid = grid_file(workdir / "verdicts.yaml", name="verdicts", data=digits_root, depths=(8, 20),
+                     shortcuts=("plain", "A"), seeds=(0, 1), train={"epochs": 2},
+                     resources={"max_concurrent_cells": 2})
+    grid.write_text(yaml.safe_dump({**yaml.safe_load(grid.read_text()), "claims": ["resnet8-A < plain8"]},
+                                   sort_keys=False))
+    proc = _resnetctl(workdir, "submit", str(grid), "--until-decided", "--max-seeds", "2", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {"workdir": workdir, "grid": grid, "name": "verdicts", "uri": f"sqlite:///{workdir / 'mlflow.db'}",
+            "proc": proc}
+
+
 @pytest.fixture(scope="session")
 def report_helpers():
     """test_report.py's helpers for other report tests: `_log_cell(client, experiment_id, ...)` writes a cell's

@@ -27,7 +27,6 @@ from orchestrator import conventions as cv
 pytestmark = pytest.mark.slow
 
 EPOCHS = 3
-SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train writes it once a reported checkpoint is registered
 
 
 
@@ -70,7 +69,7 @@ def _history(client, run_id: str) -> dict[str, list[tuple[int, int, float]]]:
             for key in cv.EPOCH_METRICS}
 
 
-def _interruptible_moment(workdir: Path):
+def _interruptible_moment(workdir: Path, checkpointed):
     """(finished run, interrupted run) once one cell is finished and the other has a registered checkpoint."""
     runs = _runs(workdir)
     finished = [r for r in runs if r.data.tags.get(cv.TAG_STATUS) == cv.STATUS_FINISHED]
@@ -78,8 +77,7 @@ def _interruptible_moment(workdir: Path):
     if len(finished) != 1 or len(others) != 1:
         return None
     other = others[0]
-    folder = workdir / "results" / f"{other.info.run_name}-{other.data.tags[cv.TAG_CELL_ID]}"
-    if not (folder / SNAPSHOT).is_file():
+    if not checkpointed(workdir / "results", f"{other.info.run_name}-{other.data.tags[cv.TAG_CELL_ID]}"):
         return None
     return finished[0], other
 
@@ -107,7 +105,7 @@ def _kill_session(proc: subprocess.Popen) -> None:
 
 
 def test_resubmit_after_a_killed_driver_reruns_nothing_finished_and_resumes_the_rest(tmp_path_factory, digits_root,
-                                                                                     grid_file, wait_for):
+                                                                                     grid_file, wait_for, ray_cells):
     workdir = tmp_path_factory.mktemp("fault-driver")
     grid = grid_file(workdir / "grid.yaml", name="fault-driver", data=digits_root, seeds=(0, 1),
                      train={"epochs": EPOCHS})
@@ -116,7 +114,7 @@ def test_resubmit_after_a_killed_driver_reruns_nothing_finished_and_resumes_the_
         proc = subprocess.Popen(_submit_command(grid), cwd=workdir, env=_env(), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        moment = wait_for(lambda: _interruptible_moment(workdir), timeout=480, alive=lambda: proc.poll() is None,
+        moment = wait_for(lambda: _interruptible_moment(workdir, ray_cells.checkpointed), timeout=480, alive=lambda: proc.poll() is None,
                           what="the moment to kill the grid (one cell finished, the other checkpointed)",
                           detail=lambda: (workdir / "first.log").read_text()[-3000:])
         killed_at_ms = int(time.time() * 1000)

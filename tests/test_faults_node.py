@@ -2,8 +2,8 @@
 
 The local cluster (`cluster.local`: a head with no CPU and two one-CPU worker nodes, MLflow
 server beside it) runs a one-cell grid submitted through the Jobs API. Once the cell has a
-registered checkpoint, the node its Ray Train worker lives on is stopped (its whole process
-group: raylet, workers). The cell must move to the other node, resume from its checkpoint and
+registered checkpoint, the node its process lives on (its Tune trial: a single-worker cell trains
+there) is stopped (its whole process group: raylet, workers). The cell must move to the other node, resume from its checkpoint and
 finish, with each epoch's metrics exactly once in its one run.
 """
 
@@ -23,13 +23,12 @@ from orchestrator import conventions as cv
 pytestmark = pytest.mark.slow
 
 EPOCHS = 3
-SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train writes it once a reported checkpoint is registered
 RESNETCTL = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
 
 
 
-def _train_worker_pids(node_pid: int) -> list[int]:
-    """Ray Train worker processes under one node's `ray start` process tree."""
+def _train_worker_pids(node_pid: int, is_cell_process) -> list[int]:
+    """The processes a cell trains in (its Tune trial, or Ray Train workers) under one node's `ray start` tree."""
     try:
         tree = psutil.Process(node_pid).children(recursive=True)
     except psutil.Error:
@@ -37,7 +36,7 @@ def _train_worker_pids(node_pid: int) -> list[int]:
     found = []
     for proc in tree:
         try:
-            if "RayTrainWorker" in " ".join(proc.cmdline()):
+            if is_cell_process(" ".join(proc.cmdline())):
                 found.append(proc.pid)
         except psutil.Error:
             pass
@@ -65,7 +64,7 @@ def local_cluster(tmp_path_factory):
 
 
 def test_a_stopped_worker_node_moves_the_cell_which_resumes_and_finishes(local_cluster, tmp_path, digits_root, grid_file,
-                                                                         wait_for):
+                                                                         wait_for, ray_cells):
     from mlflow.tracking import MlflowClient
 
     cluster = local_cluster
@@ -77,8 +76,8 @@ def test_a_stopped_worker_node_moves_the_cell_which_resumes_and_finishes(local_c
                MLFLOW_TRACKING_URI=cluster.tracking_uri, COLUMNS="200")
 
     def node_of_the_checkpointed_cell():
-        if list((tmp_path / "results").glob(f"*/{SNAPSHOT}")):
-            hosts = [node for node in cluster.workers if _train_worker_pids(node.pid)]
+        if ray_cells.checkpointed(tmp_path / "results"):
+            hosts = [node for node in cluster.workers if _train_worker_pids(node.pid, ray_cells.is_cell_process)]
             return hosts[0] if hosts else None
         return None
 
@@ -95,7 +94,7 @@ def test_a_stopped_worker_node_moves_the_cell_which_resumes_and_finishes(local_c
         survivor = next(node for node in cluster.workers if node is not victim)
         moved = None
         while moved is None and submit.poll() is None:
-            moved = _train_worker_pids(survivor.pid) or None
+            moved = _train_worker_pids(survivor.pid, ray_cells.is_cell_process) or None
             time.sleep(0.1)
         submit.wait(400)
     finally:

@@ -65,7 +65,7 @@ def first_submit(workdir, write_grid):
     return proc
 
 
-def test_submit_runs_every_cell_once_with_epochs_model_and_checkpoint(workdir, first_submit):
+def test_submit_runs_every_cell_once_with_epochs_model_and_checkpoint(workdir, first_submit, ray_cells):
     import mlflow
     import torch
 
@@ -86,8 +86,9 @@ def test_submit_runs_every_cell_once_with_epochs_model_and_checkpoint(workdir, f
         assert run.data.params[cv.PARAM_MULT_ADDS] == "12239488"  # one 32x32 image
         versions = client.search_model_versions(f"name = '{cv.registered_model_name('digits', arch)}'")
         assert sum(v.run_id == run.info.run_id for v in versions) == 1
-        folder = workdir / "results" / f"{run.info.run_name}-{run.data.tags[cv.TAG_CELL_ID]}"
-        assert list(folder.glob("checkpoint_*/state.pt")), folder
+        # single-worker cells train in their Tune trial: checkpoints under results/tune-tiny/<cell>
+        folder = ray_cells.checkpointed(workdir / "results", f"{run.info.run_name}-{run.data.tags[cv.TAG_CELL_ID]}")
+        assert folder and "tune-tiny" in str(folder) and list(folder.glob("checkpoint_*/state.pt")), folder
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     try:
         model = mlflow.pytorch.load_model("models:/digits-resnet8-A/1")
