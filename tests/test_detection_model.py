@@ -116,3 +116,50 @@ def test_a_resumed_trainer_ends_with_the_weights_of_an_uninterrupted_one(voc_roo
         assert torch.allclose(value.float(), resumed.net.state_dict()[key].float(), atol=1e-6), key
     with pytest.raises(ValueError, match="belongs to cell"):
         resumed.load_state_dict({**saved, "cell_id": "other"})
+
+
+DDP_SCRIPT = '''
+import os, socket, sys
+import torch, torch.distributed as dist, torch.multiprocessing as mp
+
+def work(rank, root, out, port):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    from training.detection import DetectionTrainer
+    from training.detection_config import DetectionConfig
+    cfg = DetectionConfig(train_splits=("2007_trainval",), test_split="2007_test", batch_size=2, lr=0.01,
+                          iterations=1, min_size=64, max_size=96, roi_size=7, rois_per_image=8,
+                          rpn_proposals_train=32, rpn_proposals_test=16, num_workers=0)
+    trainer = DetectionTrainer(cfg, arch="resnet18-B", dataset="voc2007", dataset_path=root, seed=0, rank=rank,
+                               world_size=2, wrap_model=torch.nn.parallel.DistributedDataParallel)
+    while not trainer.done:
+        metrics = trainer.run_epoch()
+    torch.save({"metrics": metrics, "params": dict(trainer.net.named_parameters())}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(work, args=(sys.argv[1], sys.argv[2], port), nprocs=2)
+'''
+
+
+def test_two_ddp_workers_step_together_and_rank_0_scores_every_test_image(voc_root, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(script), str(voc_root), str(tmp_path)], cwd=root, timeout=300,
+                          capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert first["metrics"]["iteration"] == second["metrics"]["iteration"] == 1  # one image per rank and step
+    assert first["metrics"]["test_images"] == 4 and "test_images" not in second["metrics"]
+    assert first["metrics"]["train_loss"] == second["metrics"]["train_loss"]  # all-reduced
+    for key, value in first["params"].items():  # (BN statistics are each rank's own; rank 0's are checkpointed)
+        assert torch.equal(value, second["params"][key]), key
