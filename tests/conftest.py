@@ -207,19 +207,23 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 @pytest.fixture(scope="session")
 def cifar10_layout():
     """Writes a small CIFAR-10 in the real `cifar-10-batches-py` pickle layout and returns its arrays:
-    `write(parent, *, per_batch=100, test=100, seed=0) -> (train_x, train_y, test_x, test_y)`, the images
-    N x 32 x 32 x 3 uint8 (random pixels) and the labels int64, in file order (data_batch_1..5, test_batch)."""
+    `write(parent, *, per_batch=100, test=100, seed=0, images=None) -> (train_x, train_y, test_x, test_y)`, the
+    images N x 32 x 32 x 3 uint8 (random pixels, or `images(rng, first, count)`) and the labels int64, in file
+    order (data_batch_1..5, test_batch)."""
     import pickle
 
     import numpy as np
 
-    def write(parent, *, per_batch: int = 100, test: int = 100, seed: int = 0):
+    def random_images(rng, _first: int, count: int):
+        return rng.integers(0, 256, size=(count, 32, 32, 3), dtype=np.uint8)
+
+    def write(parent, *, per_batch: int = 100, test: int = 100, seed: int = 0, images=random_images):
         rng = np.random.default_rng(seed)
         folder = parent / "cifar-10-batches-py"
         folder.mkdir(parents=True)
-        train_x = rng.integers(0, 256, size=(5 * per_batch, 32, 32, 3), dtype=np.uint8)
+        train_x = images(rng, 0, 5 * per_batch)
         train_y = rng.integers(0, 10, size=5 * per_batch)
-        test_x = rng.integers(0, 256, size=(test, 32, 32, 3), dtype=np.uint8)
+        test_x = images(rng, 5 * per_batch, test)
         test_y = rng.integers(0, 10, size=test)
 
         def dump(name, x, y):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 import socket
 import subprocess
 import sys
@@ -34,40 +33,10 @@ def _identity(pixel: np.ndarray) -> int:
     return int(pixel[0]) + 251 * (int(pixel[1]) - 17)
 
 
-def write_cifar10_layout(parent, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The `cifar-10-batches-py` layout: pickled dicts with 'data' (N x 3072, CHW rows) and 'labels'."""
-    rng = np.random.default_rng(seed)
-    folder = parent / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    train_x = _images(rng, 0, 5 * PER_BATCH)
-    train_y = rng.integers(0, 10, size=5 * PER_BATCH)
-    test_x = _images(rng, 5 * PER_BATCH, TEST)
-    test_y = rng.integers(0, 10, size=TEST)
-
-    def dump(name, x, y):
-        entry = {
-            "batch_label": name,
-            "labels": [int(v) for v in y],
-            "data": x.transpose(0, 3, 1, 2).reshape(len(x), 3072).copy(),
-            "filenames": [f"img_{k}.png" for k in range(len(x))],
-        }
-        with open(folder / name, "wb") as fh:
-            pickle.dump(entry, fh, protocol=2)
-
-    for b in range(5):
-        part = slice(b * PER_BATCH, (b + 1) * PER_BATCH)
-        dump(f"data_batch_{b + 1}", train_x[part], train_y[part])
-    dump("test_batch", test_x, test_y)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": names, "num_cases_per_batch": PER_BATCH, "num_vis": 3072}, fh, protocol=2)
-    return train_x, train_y, test_x, test_y
-
-
 @pytest.fixture(scope="module")
-def cifar(tmp_path_factory):
+def cifar(tmp_path_factory, cifar10_layout):
     base = tmp_path_factory.mktemp("cifar")
-    arrays = write_cifar10_layout(base / "raw")
+    arrays = cifar10_layout(base / "raw", per_batch=PER_BATCH, test=TEST, images=_images)
     root = base / "prepared"
     prepare_dataset("cifar10", root, source=base / "raw", seed=7, val_size=VAL)
     return root, arrays
