@@ -6,9 +6,6 @@ grid spec can validate architectures cheaply; the builders and measurements load
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from models.arch import (
     INPUT_SIZES,
     MODEL_FAMILY,
@@ -24,6 +21,7 @@ from models.arch import (
     parse_arch,
     resolve_arch,
 )
+from resnetctl.lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {
     "BasicBlock": "models.resnet",
@@ -61,7 +59,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'models' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

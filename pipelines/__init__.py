@@ -6,10 +6,8 @@ torch or FFCV; the writers and loaders load them on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from pipelines.manifest import DatasetError, load_manifest
+from resnetctl.lazy import lazy_attributes
 
 _LAZY: dict[str, str] = {
     "build_loader": "pipelines.loaders",
@@ -20,7 +18,4 @@ _LAZY: dict[str, str] = {
 __all__ = ["DatasetError", "load_manifest", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'pipelines' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

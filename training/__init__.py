@@ -7,9 +7,7 @@ trainer and checkpoints load it on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from resnetctl.lazy import lazy_attributes
 from training.config import AMP_MODES, TrainConfig
 
 _LAZY: dict[str, str] = {
@@ -23,7 +21,4 @@ _LAZY: dict[str, str] = {
 __all__ = ["AMP_MODES", "TrainConfig", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'training' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
