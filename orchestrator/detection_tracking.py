@@ -37,11 +37,11 @@ def _source_mismatch(cell: DetectionCell, params: dict[str, str], tags: dict[str
         return f"it is a {arch}, and the cell's backbone is {cell.arch}"
     if params.get("variant") not in (None, "imagenet"):
         return f"it is a {params['variant']}-layout network; detection backbones use the ImageNet layout (Table 1)"
-    trained = params.get(f"train.{cv.PARAM_NORMALIZATION}")
+    trained = params.get(cv.param_train("normalization"))
     if trained and trained != cell.train.normalization:
         return (f"it was trained with normalization {trained}, the cell normalises with {cell.train.normalization}: "
                 f"set train.normalization: {trained}")
-    stride = params.get("train.stride_in_1x1")
+    stride = params.get(cv.param_train("stride_in_1x1"))
     if stride is not None and stride != str(cell.train.stride_in_1x1):
         return f"it was trained with stride_in_1x1 {stride}: set train.stride_in_1x1: {stride.lower()}"
     return None
@@ -90,7 +90,7 @@ def detection_params(cell: DetectionCell) -> dict[str, str]:
                               cv.PARAM_TRAIN_SPLITS: "+".join(cell.train.train_splits),
                               cv.PARAM_TEST_SPLIT: cell.train.test_split}
     for key, value in cell.to_dict()["train"].items():
-        params[f"train.{key}"] = list(value) if isinstance(value, tuple) else value
+        params[cv.param_train(key)] = list(value) if isinstance(value, tuple) else value
     for key, value in cell.to_dict()["resources"].items():
         params[f"resources.{key}"] = value
     try:

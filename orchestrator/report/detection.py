@@ -69,7 +69,7 @@ def _departures(runs: Sequence[RunRecord]) -> list[str]:
             found["arrangement"].add("FPN arrangement, not the paper's conv4-shared / conv5-per-region")
         for key, shown in (("iterations", "iterations"), ("batch_size", "images per step"),
                            ("min_size", "shorter side")):
-            value = run.params.get(f"train.{key}")
+            value = run.params.get(cv.param_train(key))
             if value is not None and value != str(preset[key]):
                 found[key].add(f"{run.dataset}: {shown} {value} (paper: {preset[key]})")
         splits = run.params.get(cv.PARAM_TRAIN_SPLITS)
@@ -87,7 +87,7 @@ def _ours_words(runs: Sequence[RunRecord]) -> str:
         images = run.params.get(cv.PARAM_TRAIN_IMAGES, "?")
         tested = run.metric(cv.M_TEST_IMAGES)
         parts.add(f"{run.dataset}: trained on {run.params.get(cv.PARAM_TRAIN_SPLITS, '?')} ({images} images), "
-                  f"{run.params.get('train.iterations', '?')} iterations; tested on "
+                  f"{run.params.get(cv.param_train('iterations'), '?')} iterations; tested on "
                   f"{run.params.get(cv.PARAM_TEST_SPLIT, '?')} ({int(tested) if tested is not None else '?'} images)")
     return "; ".join(sorted(parts)) or "no finished run"
 
