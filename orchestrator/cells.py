@@ -72,6 +72,11 @@ class Resources(BaseModel):
 # with it its MLflow run and its checkpoints) stays what it was; any other value is a new cell.
 ID_NEUTRAL_FIELDS: dict[str, Any] = {"epoch_eval_protocol": None, "compile": False, "plateau_max_drops": None,
                                       "plateau_split": "val"}
+# TrainConfig fields that change how fast a cell trains, never what it trains (with the per-sample seeded
+# augmentation, the images and their order do not depend on the loading threads): hashed at the value
+# every cell held when ids were first handed out, whatever the cell holds, so a grid whose loader threads
+# default from the cell's CPUs on GPUs (expand.py) keeps the ids, runs and checkpoints it had at 1.
+ID_SPEED_FIELDS: dict[str, Any] = {"num_workers": 1}
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ class Cell:
 
         Resources and the data's location are excluded: they change where a cell runs and reads,
         not what it trains, so a grid resubmitted from another folder or cluster finds its runs;
-        so are fields of ID_NEUTRAL_FIELDS at their neutral value.
+        so are fields of ID_NEUTRAL_FIELDS at their neutral value, and ID_SPEED_FIELDS hash at one value.
         """
         payload = self.to_dict()
         payload.pop("resources")
@@ -111,6 +116,8 @@ class Cell:
         for name, neutral in ID_NEUTRAL_FIELDS.items():
             if payload["train"].get(name, neutral) == neutral:
                 payload["train"].pop(name, None)
+        for name, hashed_as in ID_SPEED_FIELDS.items():
+            payload["train"][name] = hashed_as
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

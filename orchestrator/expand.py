@@ -96,6 +96,12 @@ def resolve_train(dataset: str, depth: int, overrides: dict[str, Any]) -> tuple[
     return values, problems
 
 
+def gpu_loader_threads(cpus_per_worker: float) -> int:
+    """FFCV's decoding threads for a GPU worker that did not name them: one per CPU Ray reserves for it (one
+    thread cannot decode ImageNet fast enough to keep a GPU busy). Not part of the cell id (cells.ID_SPEED_FIELDS)."""
+    return max(1, int(cpus_per_worker))
+
+
 def _cell(spec: GridSpec, b: int, combo: dict[str, tuple[int, Any]]) -> Cell:
     """One cell from a block's axis values (`combo`: axis -> (index in the axis, value))."""
     datasets = spec.datasets()
@@ -119,6 +125,8 @@ def _cell(spec: GridSpec, b: int, combo: dict[str, tuple[int, Any]]) -> Cell:
                 loc = ("train", name)
                 break
         raise spec.error(loc, f"{text} (cell {run_name(arch_name(depth, shortcut), dataset, seed)})")
+    if spec.resources.use_gpu and "num_workers" not in overrides:
+        values["num_workers"] = gpu_loader_threads(spec.resources.cpus_per_worker)
     return Cell(
         grid=spec.name,
         arch=arch_name(depth, shortcut),

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import posixpath
 import shlex
 import sys
 import time
@@ -39,6 +40,10 @@ STORAGE_ENV = "RESNETCTL_STORAGE"  # `resnetctl run --storage`'s environment var
 # MLflow's credentials from ~/.mlflow/credentials (or their own environment, from a Kubernetes Secret)
 CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# The folder every node of cluster/configs/*.yaml mounts from one shared file system (EFS, Filestore, a
+# ReadWriteMany volume); $RESNETCTL_SHARED_MOUNTS (os.pathsep-separated) names another cluster's.
+CLUSTER_SHARED_MOUNT = "/mnt/shared"
+SHARED_MOUNTS_ENV = "RESNETCTL_SHARED_MOUNTS"
 
 
 class RemoteError(UserError):
@@ -116,8 +121,50 @@ def check_tracking(uri: str, *, cluster_is_local: bool) -> None:
         raise RemoteError(str(exc)) from None
 
 
+def shared_mounts() -> tuple[str, ...]:
+    """The folders a remote cluster's nodes share: the configs' mount and those $RESNETCTL_SHARED_MOUNTS adds."""
+    extra = [p.rstrip("/") for p in os.environ.get(SHARED_MOUNTS_ENV, "").split(os.pathsep) if p.strip()]
+    return (CLUSTER_SHARED_MOUNT, *extra)
+
+
+def checkpoint_storage(storage_path: str | None, *, cluster_is_local: bool) -> str:
+    """Where the job keeps checkpoints: RemoteError unless every node of the cluster reaches the same place.
+
+    A cluster on this machine (loopback) defaults to ./results here, so a resubmit resumes as a local one
+    does. A remote one needs a URI (s3://, gs://, ...) or a folder under a mount its nodes share: without
+    it Ray Train fails when rank 0 first persists a checkpoint (after a whole epoch, on every retry), and
+    each resubmit would start over in a fresh temporary folder on the head.
+    """
+    value = (storage_path or "").strip()
+    scheme = urllib.parse.urlparse(value).scheme if "://" in value else ""
+    if cluster_is_local:
+        return value if scheme else str(Path(value or "results").expanduser().resolve())
+    if scheme and scheme != "file":
+        return value
+    path = posixpath.normpath(urllib.parse.urlparse(value).path if scheme else value) if value else ""
+    mounts = shared_mounts()
+    if path.startswith("/") and any(path == m or path.startswith(m + "/") for m in mounts):
+        return path
+    given = f"--storage {value}" if value else "no --storage (nor $RESNETCTL_STORAGE)"
+    raise RemoteError(f"{given}: a remote cluster's checkpoints need storage every node shares, or no run can "
+                      f"persist a checkpoint or resume: give a folder under the cluster's shared mount "
+                      f"({', '.join(mounts)}; e.g. --storage {CLUSTER_SHARED_MOUNT}/ray_results) or a URI "
+                      f"(s3://BUCKET/ray_results, gs://...); ${SHARED_MOUNTS_ENV} names another cluster's mount")
+
+
 def _is_loopback(address: str) -> bool:
     return urllib.parse.urlparse(address).hostname in LOOPBACK_HOSTS
+
+
+def _is_this_machines_cluster(url: str) -> bool:
+    """The loopback dashboard of the cluster `cluster up --local` recorded: its nodes share this machine's files.
+    Any other loopback address may be a tunnel to a remote head (`ray dashboard`, `kubectl port-forward`)."""
+    if not _is_loopback(url):
+        return False
+    from cluster import local
+
+    recorded = local.find()
+    return recorded is not None and recorded.dashboard_url == url
 
 
 def job_client(address: str):
@@ -196,22 +243,20 @@ def submit_to_cluster(grid_path: Path, spec: Any, cells: list, *, address: str, 
                       storage_path: str | None = None) -> int:
     """Check the cluster and the tracking server, submit `resnetctl run` as a Ray Job; return the exit code.
 
-    Checkpoints go to `storage_path` (or $RESNETCTL_STORAGE); on a cluster on this machine they
-    default to ./results here, so a resubmit resumes from them as a local submit would.
+    Checkpoints go to `storage_path` (or $RESNETCTL_STORAGE), checked before anything else
+    (`checkpoint_storage`): on a cluster on this machine they default to ./results here, so a resubmit
+    resumes from them as a local submit would; a remote cluster needs shared storage.
     """
     url = dashboard_url(address)
+    cluster_is_local = _is_loopback(url)
+    storage_path = checkpoint_storage(storage_path or os.environ.get(STORAGE_ENV),
+                                      cluster_is_local=_is_this_machines_cluster(url))
     headers = ray_auth_headers(url)
     check_dashboard(url, headers)
     tracking_uri = effective_tracking_uri(spec)
-    cluster_is_local = _is_loopback(url)
     check_tracking(tracking_uri, cluster_is_local=cluster_is_local)
     for warning in cluster_warnings(url, headers, cells):
         print(f"Warning: {warning}", file=sys.stderr, flush=True)
-    storage_path = storage_path or os.environ.get(STORAGE_ENV)
-    if storage_path is None and cluster_is_local:
-        storage_path = str(Path("results").resolve())
-    elif storage_path is not None and cluster_is_local:
-        storage_path = str(Path(storage_path).expanduser().resolve())
 
     from ray.job_submission import JobSubmissionClient
 

@@ -50,6 +50,7 @@ from pipelines.augment import (
     torch_sample_view,
 )
 from pipelines.catalog import EVAL_PROTOCOLS, LOADERS, NORMALIZATIONS
+from pipelines.ffcv_threads import closing_epoch
 from pipelines.manifest import load_manifest
 
 
@@ -182,9 +183,11 @@ class FFCVImageLoader:
         from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
         from pipelines.ffcv_ops import FlipNormalizeToCHW
+        from pipelines.ffcv_threads import follow_creators_cuda_device
         from pipelines.numba_cache import enable_ffcv_numba_cache
 
         enable_ffcv_numba_cache()
+        follow_creators_cuda_device()  # its loading thread on this worker's GPU, not GPU 0
         self.spec = spec
         self._norm = _Normalizer(spec)
         on_cpu = spec.device.type == "cpu"
@@ -224,7 +227,7 @@ class FFCVImageLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         lighting = self._norm.lighting_generator(self._loader.next_epoch)
         flip_crop = self._norm.flip_crop_generator(self._loader.next_epoch)
-        iterator = iter(self._loader)
+        iterator = closing_epoch(iter(self._loader))  # closes FFCV's thread when this generator is closed
         torch.set_num_threads(self._torch_threads)
         on_cpu = self.spec.device.type == "cpu"
         for images, labels in iterator:

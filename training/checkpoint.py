@@ -25,23 +25,38 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that is not one of ours: it holds more than tensors and plain values."""
 
 
-def rng_state() -> dict[str, Any]:
-    """torch's, numpy's and Python's RNG states, as tensors and plain values (loadable with weights_only)."""
+def rng_state(device: torch.device | str | None = None) -> dict[str, Any]:
+    """torch's, numpy's and Python's RNG states, as tensors and plain values (loadable with weights_only),
+    and the CUDA state of this worker's own `device` (no other: another rank may see fewer GPUs)."""
     kind, keys, position, has_gauss, gauss = np.random.get_state(legacy=True)
     state = {"torch": torch.get_rng_state(), "numpy": (str(kind), keys.tolist(), int(position), int(has_gauss),
                                                       float(gauss)), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | str | None = None) -> None:
+    """Restore `rng_state`'s states; the CUDA state onto this worker's own `device` only.
+
+    A checkpoint of an older resnetctl holds a list, one state per GPU rank 0 saw: this worker takes
+    the entry of its own device index where the list has one, and leaves its generator alone otherwise.
+    """
     torch.set_rng_state(state["torch"])
     kind, keys, position, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    device = torch.device(device) if device is not None else None
+    cuda = state.get("cuda")
+    if cuda is None or device is None or device.type != "cuda" or not torch.cuda.is_available():
+        return
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if isinstance(cuda, list | tuple):
+        if index >= len(cuda):
+            return
+        cuda = cuda[index]
+    torch.cuda.set_rng_state(cuda, device)
 
 
 def save_checkpoint(folder: str | Path, state: dict[str, Any]) -> Path:

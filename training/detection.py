@@ -115,7 +115,7 @@ class DetectionTrainer:
         return self.iteration >= self.total_iterations
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
+        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng_state(self.device),
                 "epoch": self.epoch, "iteration": self.iteration, "elapsed_s": self.elapsed_s,
                 "curves": self.curves, "cell_id": self.run_key}
 
@@ -124,7 +124,7 @@ class DetectionTrainer:
             raise ValueError(f"checkpoint belongs to cell {state['cell_id']}, not {self.run_key}")
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], self.device)
         self.epoch, self.iteration = int(state["epoch"]), int(state["iteration"])
         self.elapsed_s = float(state["elapsed_s"])
         self.curves = {k: list(v) for k, v in state["curves"].items()}

@@ -12,7 +12,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,8 @@ from training.distributed import all_reduce
 from training.schedule import PresetSchedule
 
 LAYER_RESPONSE_IMAGES = 512  # test images the Fig. 7 responses are measured on
+TEN_CROP_CENTRE = 4  # pipelines.augment.ten_crop's order: four corners, the centre, then the five mirrored
+MEASURE_SIDE = 224  # multi-scale data (640 squares) is measured on the 224 centre view it was resized from
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -124,16 +126,37 @@ def evaluate(net: nn.Module, loader, *, eval_protocol: str, num_classes: int, de
     return 100.0 * top1 / max(count, 1), 100.0 * top5 / max(count, 1)
 
 
-def first_images(loader, max_images: int, device: torch.device) -> torch.Tensor:
-    """Up to `max_images` images from a loader (the first view of multi-crop batches), copied."""
+@contextmanager
+def epoch_batches(loader):
+    """`iter(loader)`, closed on the way out: a loop that breaks early (a truncated epoch, `max_train_batches`,
+    the layer responses' few images) stops FFCV's loading thread and frees its pinned buffers then."""
+    iterator = iter(loader)
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+def first_images(loader, max_images: int, device: torch.device, *, side: int | None = None) -> torch.Tensor:
+    """Up to `max_images` images from a loader, copied: the centre crop of 10-crop batches, and squares
+    larger than `side` resized to it (multi-scale's 640 squares -> the 224 centre view).
+
+    The loader's iterator is closed when this stops early, so FFCV's thread and buffers go with it.
+    """
     batches, count = [], 0
-    for images, _ in loader:
-        if images.dim() == 5:
-            images = images[:, 0]
-        batches.append(images.to(device).clone())  # FFCV reuses its batch buffers
-        count += images.shape[0]
-        if count >= max_images:
-            break
+    with epoch_batches(loader) as batches_of_loader:
+        for images, _ in batches_of_loader:
+            if images.dim() == 5:
+                images = images[:, TEN_CROP_CENTRE]
+            images = images.to(device)
+            if side is not None and images.shape[-1] != side:
+                images = next(multiscale_views(images, (side,)))
+            batches.append(images.clone())  # FFCV reuses its batch buffers
+            count += images.shape[0]
+            if count >= max_images:
+                break
     return torch.cat(batches)[:max_images]
 
 
@@ -152,6 +175,11 @@ class Trainer:
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         self.on_gpu = self.device.type == "cuda"
+        if self.on_gpu:
+            # this thread's device before any loader: FFCV's thread follows it instead of making a CUDA
+            # context on GPU 0 (pipelines.ffcv_threads); training crops have one shape, so cuDNN's search pays
+            torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = True
         self.channels_last = cfg.channels_last and self.on_gpu
         manifest = pipelines.load_manifest(dataset_path)
         self.num_classes = int(manifest["num_classes"])
@@ -198,7 +226,7 @@ class Trainer:
         return {
             "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": rng_state(), "epoch": self.epoch, "iteration": self.iteration,
+            "rng": rng_state(self.device), "epoch": self.epoch, "iteration": self.iteration,
             "elapsed_s": self.elapsed_s, "curves": self.curves, "cell_id": self.run_key,
         }
 
@@ -208,8 +236,9 @@ class Trainer:
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        if state.get("scaler"):  # a run without fp16 (a CPU one, say) saved the empty state of a disabled scaler
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"], self.device)
         self.epoch, self.iteration = int(state["epoch"]), int(state["iteration"])
         self.elapsed_s = float(state["elapsed_s"])
         self.curves = {k: list(v) for k, v in state["curves"].items()}
@@ -225,7 +254,9 @@ class Trainer:
     def _to_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
-        if self.channels_last and images.dim() == 4:
+        if self.channels_last and images.dim() == 5:  # 10 crops: one conversion of the batch's (B*10) images
+            images = images.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, images.shape[:2])
+        elif self.channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, labels
 
@@ -272,18 +303,19 @@ class Trainer:
         steps = min(self.steps_per_epoch, self.total_iterations - self.iteration)
         start = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
-        for step, (images, labels) in enumerate(self.train_loader):
-            if step >= steps:
-                break
-            images, labels = self._to_device(images, labels)
-            lr, loss, logits = self._step(images, labels)
-            with torch.no_grad():
-                n = labels.numel()
-                batch_wrong = (logits.argmax(1) != labels).sum()
-                self._watch_warmup(batch_wrong, n)  # syncs only at the rule's checks, every few steps
-                sums[0] += loss.detach().double() * n
-                sums[1] += batch_wrong
-                seen += n
+        with epoch_batches(self.train_loader) as batches:  # a truncated epoch closes FFCV's thread and buffers
+            for step, (images, labels) in enumerate(batches):
+                if step >= steps:
+                    break
+                images, labels = self._to_device(images, labels)
+                lr, loss, logits = self._step(images, labels)
+                with torch.no_grad():
+                    n = labels.numel()
+                    batch_wrong = (logits.argmax(1) != labels).sum()
+                    self._watch_warmup(batch_wrong, n)  # syncs only at the rule's checks, every few steps
+                    sums[0] += loss.detach().double() * n
+                    sums[1] += batch_wrong
+                    seen += n
         self._check_warmup()  # the epoch's last counts join the window before a checkpoint is taken
         loss_sum, wrong = sums.tolist()  # the epoch's one sync
         seconds = time.perf_counter() - start
@@ -338,6 +370,8 @@ class Trainer:
         return metrics
 
     def layer_responses(self, max_images: int = LAYER_RESPONSE_IMAGES) -> list[float]:
-        """Fig. 7: std of each 3x3 conv's BN output (before the add/ReLU) on test images."""
+        """Fig. 7: std of each 3x3 conv's BN output (before the add/ReLU) on test images, measured in chunks
+        (models.layer_responses), on 10-crop data's centre crop and multi-scale data's 224 centre view."""
         loader = self.eval_loaders.get("test") or self.eval_loaders.get("val") or self.train_loader
-        return models.layer_responses(self.net, first_images(loader, max_images, self.device))
+        side = MEASURE_SIDE if self.cfg.epoch_protocol == "multiscale" else None
+        return models.layer_responses(self.net, first_images(loader, max_images, self.device, side=side))
