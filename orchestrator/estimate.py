@@ -114,8 +114,10 @@ def evaluation_rows(cells: Sequence[EvalCell]) -> list[dict[str, Any]]:
     return rows
 
 
-def plan_grid(spec, cells: Sequence[AnyCell]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The grid's summary (cells, peak resources, total compute) and one row per cell (see cell_rows)."""
+def plan_grid(spec, cells: Sequence[AnyCell], *, price_per_gpu_hour: float | None = None,
+              spent: dict[str, float] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The grid's summary (cells, peak resources, total compute, GPU-hours and cost) and one row per cell
+    (see cell_rows; each with its `gpu_hours`). `spent`: GPU-hours of finished cells (default: the store's)."""
     evaluating = bool(cells) and all(isinstance(c, EvalCell) for c in cells)
     detecting = bool(cells) and all(getattr(c, "kind", None) == KIND_DETECTION for c in cells)
     if detecting:  # Faster R-CNN cells (Tables 7-8)
@@ -138,6 +140,9 @@ def plan_grid(spec, cells: Sequence[AnyCell]) -> tuple[dict[str, Any], list[dict
         "training_mult_adds_approx": total if evaluating else TRAINING_FACTOR * total,
         "kind": "evaluation" if evaluating else KIND_DETECTION if detecting else "training",
     }
+    if not detecting:
+        price = price_per_gpu_hour or getattr(spec, "price_per_gpu_hour", None)
+        summary["cost"] = cost_estimate(rows, spent_gpu_hours(spec) if spent is None else spent, price)
     return summary, rows
 
 
@@ -170,3 +175,115 @@ def claim_power(spec) -> list[dict[str, Any]] | None:
 
 __all__ = ["TRAINING_FACTOR", "cell_estimate", "cell_rows", "claim_power", "evaluation_rows", "plan_grid",
            "view_sides"]
+
+
+# What one GPU sustains training these networks, in multiply-adds per second, before any cell of the grid
+# has finished: ResNet-50 (4.1 G forward multiply-adds per 224 image, x3 to train) at NVIDIA's published
+# 2,470 img/s on an A100 with AMP is 3.0e13; small CIFAR networks keep a GPU far less busy, so the default
+# assumes a third of that. Finished GPU cells of the grid replace it with what they measured.
+DEFAULT_GPU_MACS_PER_S = 1.0e13
+
+
+def gpu_hours(row: dict[str, Any], macs_per_s: float) -> float:
+    """A cell's estimated GPU-hours: its training multiply-adds at `macs_per_s` per GPU (0 for a CPU cell)."""
+    if not row["resources"]["gpus"]:
+        return 0.0
+    factor = 1 if row.get("kind") == "evaluation" or "protocol" in row else TRAINING_FACTOR
+    return factor * row["compute_mult_adds"] / macs_per_s / 3600.0
+
+
+def measured_macs_per_s(rows: Sequence[dict[str, Any]], spent: dict[str, float]) -> float | None:
+    """Multiply-adds per GPU-second the grid's finished GPU cells achieved (`spent`: cell id -> GPU-hours)."""
+    done = [row for row in rows if spent.get(row["cell_id"], 0.0) > 0]
+    seconds = sum(spent[row["cell_id"]] for row in done) * 3600.0
+    if not done or seconds <= 0:
+        return None
+    return sum(TRAINING_FACTOR * row["compute_mult_adds"] for row in done) / seconds
+
+
+def cost_estimate(rows: list[dict[str, Any]], spent: dict[str, float], price_per_gpu_hour: float | None
+                  ) -> dict[str, Any]:
+    """Each row's `gpu_hours` (set in place) and the grid's: estimated, already spent, the rate used, money."""
+    measured = measured_macs_per_s(rows, spent)
+    rate = measured or DEFAULT_GPU_MACS_PER_S
+    for row in rows:
+        row["gpu_hours"] = gpu_hours(row, rate)
+    total = sum(row["gpu_hours"] for row in rows)
+    summary = {"gpu_hours": total, "gpu_hours_spent": sum(spent.values()),
+               "macs_per_gpu_s": rate, "rate_from": (f"{sum(1 for r in rows if spent.get(r['cell_id']))} finished "
+                                                     "cells" if measured else "default (no finished GPU cell yet)")}
+    if price_per_gpu_hour is not None:
+        summary["price_per_gpu_hour"] = price_per_gpu_hour
+        summary["cost"] = total * price_per_gpu_hour
+    return summary
+
+
+def spent_gpu_hours(spec) -> dict[str, float]:
+    """GPU-hours each finished cell of the grid logged (cell id -> hours); {} where the store has none or does
+    not exist yet (a SQLite file that is not there is neither read nor created; a server is asked)."""
+    import os
+
+    from orchestrator import conventions as cv
+    from orchestrator.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(getattr(getattr(spec, "tracking", None), "uri", None))
+    if uri.startswith("sqlite:///") and not os.path.isfile(uri[len("sqlite:///"):]):
+        return {}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(spec.experiment_name)
+    if experiment is None:
+        return {}
+    runs = client.search_runs([experiment.experiment_id],
+                              filter_string=f"tags.`{cv.TAG_STATUS}` = '{cv.STATUS_FINISHED}'", max_results=50000)
+    return {r.data.tags[cv.TAG_CELL_ID]: float(r.data.metrics.get(cv.M_GPU_HOURS, 0.0))
+            for r in runs if cv.TAG_CELL_ID in r.data.tags}
+
+
+def budget_gpu_hours(spec) -> float | None:
+    """The grid's budget in GPU-hours (money divided by its price), or None without a budget."""
+    budget = getattr(spec, "budget", None)
+    if budget is None:
+        return None
+    return budget.gpu_hours if budget.gpu_hours is not None else budget.money / spec.price_per_gpu_hour
+
+
+def over_budget(spec, cells: Sequence[AnyCell]) -> str | None:
+    """Why submit refuses the grid without --yes (its estimate exceeds its budget), or None."""
+    limit = budget_gpu_hours(spec)
+    if limit is None:
+        return None
+    cost = plan_grid(spec, cells)[0].get("cost")
+    if cost is None or cost["gpu_hours"] <= limit:
+        return None
+    return (f"budget: the grid's estimate, {cost['gpu_hours']:,.4g} GPU-hours, exceeds its budget of {limit:,.4g} "
+            "(--yes submits it anyway: cells stop starting once the budget would be spent)")
+
+
+def within_budget(spec, cells: Sequence[AnyCell], todo: Sequence[AnyCell]) -> tuple[list[AnyCell], list[AnyCell]]:
+    """The unfinished cells to start (in order, while the GPU-hours finished cells spent plus the estimates of
+    those started stay within the budget) and those left pending; a resubmit with a larger budget runs them."""
+    limit = budget_gpu_hours(spec)
+    if limit is None or not todo:
+        return list(todo), []
+    spent = spent_gpu_hours(spec)
+    _, rows = plan_grid(spec, cells, spent=spent)  # the throughput calibrated on the finished cells
+    estimate = {row["cell_id"]: row.get("gpu_hours", 0.0) for row in rows}
+    used = sum(spent.values())
+    start: list[AnyCell] = []
+    for index, cell in enumerate(todo):
+        if used + estimate.get(cell.cell_id, 0.0) > limit:
+            return start, list(todo[index:])
+        used += estimate.get(cell.cell_id, 0.0)
+        start.append(cell)
+    return start, []
+
+
+def check_budget(spec, cells: Sequence[AnyCell], *, yes: bool) -> None:
+    """`submit`: refuse (one GridError line, exit 2) a grid whose estimate exceeds its budget, unless --yes."""
+    problem = None if yes else over_budget(spec, cells)
+    if problem is not None:
+        from orchestrator.spec import GridError
+
+        raise GridError(f"{spec.source}: {problem}", source=spec.source)

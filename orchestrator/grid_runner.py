@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from orchestrator.cells import AnyCell
+from orchestrator.estimate import within_budget
 
 
 def _cells_to_run(uri: str, experiment_id: str, cells: Sequence[AnyCell], *, restart: bool,
@@ -114,6 +115,10 @@ def run_grid(
                                          settings_json(spec.claims, spec.verdicts.tolerance, spec.verdicts.alpha))
     todo = _cells_to_run(uri, experiment_id, cells, restart=restart, storage_path=storage_path)
     skipped = len(cells) - len(todo)
+    todo, held = within_budget(spec, cells, todo)  # a grid `budget:` starts only the cells it covers
+    if held:
+        console.print(f"[yellow]budget[/]: {len(held)} cell(s) stay pending, their estimate would exceed the "
+                      "grid's budget; raise it and submit again to run them")
     console.print(f"grid [bold]{for_rich(spec.name)}[/]: {len(cells)} cells, {skipped} already finished, "
                   f"{len(todo)} to run; tracking {for_rich(redact_uri(uri))} (experiment "
                   f"{for_rich(spec.experiment_name)})")

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from models.arch import Shortcut, arch_name, default_shortcut, layout_problem
 from orchestrator.cells import Resources
@@ -210,6 +219,19 @@ class VerdictsSpec(_Strict):
     alpha: float = Field(DEFAULT_ALPHA, gt=0, lt=1, description="significance level of the claims' t-tests")
 
 
+class BudgetSpec(_Strict):
+    """What a grid may spend (`budget:`): GPU-hours, or money at the grid's price_per_gpu_hour; one of the two."""
+
+    gpu_hours: float | None = Field(None, gt=0, le=1e9, description="GPU-hours the grid's cells may use in all")
+    money: float | None = Field(None, gt=0, le=1e12, description="money at price_per_gpu_hour")
+
+    @model_validator(mode="after")
+    def _one_of_the_two(self) -> BudgetSpec:
+        if (self.gpu_hours is None) == (self.money is None):
+            raise ValueError("give the budget as gpu_hours or as money (one of the two)")
+        return self
+
+
 class GridSpec(_Strict):
     """A validated grid file. Build it with `load_grid` (or `parse_grid` for data already loaded)."""
 
@@ -223,6 +245,14 @@ class GridSpec(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     claims: Annotated[list[str], Field(max_length=1000)] = Field(default_factory=list)  # "resnet8-A < plain8"
     verdicts: VerdictsSpec = Field(default_factory=VerdictsSpec)
+    price_per_gpu_hour: float | None = Field(None, gt=0, le=1e6)  # money per GPU-hour: plan's cost, budget.money
+    budget: BudgetSpec | None = None  # submit refuses an estimate above it without --yes; stops starting cells
+
+    @model_validator(mode="after")
+    def _money_needs_a_price(self) -> GridSpec:
+        if self.budget is not None and self.budget.money is not None and self.price_per_gpu_hour is None:
+            raise ValueError("budget.money needs price_per_gpu_hour")
+        return self
 
 
     _source: str = PrivateAttr(default="<grid>")

@@ -40,12 +40,12 @@ def _print_table(summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
 
     table = Table(title=for_rich(f"{summary['grid']}: {len(rows)} cells (experiment {summary['experiment']})"),
                   box=box.SIMPLE_HEAD)
-    for column in ("name", "cell id", "resources", "MACs/img", "epochs", "compute"):
+    for column in ("name", "cell id", "resources", "MACs/img", "epochs", "compute", "GPU-h"):
         left = column in ("name", "cell id", "resources")
         table.add_column(column, justify="left" if left else "right", no_wrap=True)
     for row in rows:
         table.add_row(for_rich(row["name"]), row["cell_id"], _where(row["resources"]), _human(row["mult_adds_per_image"]),
-                      f"{row['epochs']:.4g}", _human(row["compute_mult_adds"]))
+                      f"{row['epochs']:.4g}", _human(row["compute_mult_adds"]), f"{row.get('gpu_hours', 0):.3g}")
     console = Console()
     console = Console(width=max(console.width, 110))  # a narrow or piped terminal wraps rather than truncates
     console.print(table)
@@ -58,6 +58,15 @@ def _print_table(summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         + (f", {summary['peak_gpus']} GPUs" if summary["peak_gpus"] else "")
         + f". {math.ceil(len(rows) / at_once)} waves of cells."
     )
+    if "cost" in summary:
+        console.print(_cost_line(summary["cost"]))
+
+
+def _cost_line(cost: dict[str, Any]) -> str:
+    """Estimated GPU-hours (and money), already spent, and where the throughput came from."""
+    money = f" = {cost['cost']:,.2f} at {cost['price_per_gpu_hour']:g} per GPU-hour" if "cost" in cost else ""
+    return (f"GPU-hours: about {cost['gpu_hours']:,.3g}{money} ({_human(cost['macs_per_gpu_s'])} multiply-adds per "
+            f"GPU-second, from the {cost['rate_from']}); {cost['gpu_hours_spent']:,.3g} spent by finished cells")
 
 
 @click.command("plan")
@@ -68,7 +77,10 @@ def _print_table(summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
 @click.option("--yes", is_flag=True, help="Allow grids with more cells than the safety limit.")
 @click.option("--check-data/--no-check-data", default=True, show_default=True,
               help="Check the prepared data the grid names (a folder not written yet is only noted).")
-def plan_command(grid_file: str, as_json: bool, address: str | None, yes: bool, check_data: bool) -> None:
+@click.option("--price-per-gpu-hour", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Money per GPU-hour for the cost estimate (default: the grid's price_per_gpu_hour).")
+def plan_command(grid_file: str, as_json: bool, address: str | None, yes: bool, check_data: bool,
+                 price_per_gpu_hour: float | None) -> None:
     """Show the cells GRID_FILE expands to, their resources and compute; run nothing."""
     spec, cells = load_cells(grid_file, yes=yes, check_data=check_data, unprepared_ok=True)
     for name, path in (unprepared_datasets(spec).items() if check_data and hasattr(spec, "datasets") else ()):
@@ -76,7 +88,7 @@ def plan_command(grid_file: str, as_json: bool, address: str | None, yes: bool, 
                    f"`resnetctl prepare {name} --root {path}` before `submit`", err=True)
     for warning in plan_warnings(cells, address):
         click.echo(f"Warning: {shown(warning)}", err=True)
-    summary, rows = plan_grid(spec, cells)
+    summary, rows = plan_grid(spec, cells, price_per_gpu_hour=price_per_gpu_hour)
     claims = claim_power(spec)  # None: the store holds no runs of this grid yet
     if as_json:
         click.echo(json.dumps({"summary": summary, "cells": rows, "undecided_claims": claims}, indent=2))

@@ -15,6 +15,7 @@ import click
 
 from orchestrator.adaptive import run_grid_until_decided
 from orchestrator.claims import DEFAULT_MAX_SEEDS
+from orchestrator.estimate import check_budget
 from orchestrator.grid_loading import load_cells
 from orchestrator.grid_runner import run_grid
 from resnetctl.errors import UserError
@@ -22,7 +23,8 @@ from resnetctl.errors import UserError
 _common = [
     click.argument("grid_path", metavar="GRID", type=click.Path(dir_okay=False)),
     click.option("--restart", is_flag=True, help="Rerun every cell from scratch (deletes their runs and checkpoints)."),
-    click.option("--yes", is_flag=True, help="Accept a grid with more cells than the safety limit."),
+    click.option("--yes", is_flag=True, help="Accept a grid with more cells than the safety limit, or an estimate "
+                 "above its budget."),
     click.option("--storage", "storage_path", default=None, envvar="RESNETCTL_STORAGE",
                  help="Where Ray keeps checkpoints (default ./results); a rerun resumes from here."),
     click.option("--verbose", is_flag=True, help="Stream the Ray workers' logs to this terminal."),
@@ -50,6 +52,7 @@ def submit_command(grid_path: str, restart: bool, yes: bool, storage_path: str |
                    until_decided: bool, max_seeds: int | None, address: str | None, detach: bool) -> None:
     """Run GRID's cells (skipping finished ones), here or on the cluster at --address."""
     spec, cells = load_cells(grid_path, yes=yes)
+    check_budget(spec, cells, yes=yes)  # an estimate above the grid's budget needs --yes
     max_seeds = _max_seeds(until_decided, max_seeds)
     if address and until_decided:
         raise UserError("--until-decided runs its rounds from this machine: leave out --address (or run "
