@@ -20,10 +20,10 @@ HEAD_SERVICES = CLUSTER / "scripts" / "head_services.sh"
 
 
 def _apt_packages_from_makefile() -> set[str]:
-    """FFCV's system packages as the project's own set-up installs them (postgresql is for tests only)."""
+    """FFCV's system packages as the project's own set-up installs them (postgresql and chromium are for tests)."""
     text = (CLUSTER.parent / "Makefile").read_text()
     packages = re.search(r"^APT_PACKAGES := (.*)$", text, re.M).group(1).split()
-    return set(packages) - {"postgresql"}
+    return set(packages) - {"postgresql", "chromium"}
 
 
 def _load(provider: str) -> dict:
@@ -143,6 +143,56 @@ def test_configs_and_scripts_ship_with_the_package():
     for path in (*LAUNCHER_CONFIGS.values(), KUBERAY, HEAD_SERVICES):
         relative = path.relative_to(CLUSTER)
         assert any(relative.match(p) for p in patterns), relative
+
+
+# --- day one on a GPU cluster (issue 18): an interpreter pyproject accepts, storage every node shares
+def _requires_python():
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+
+    return SpecifierSet(tomllib.loads((CLUSTER.parent / "pyproject.toml").read_text())["project"]["requires-python"])
+
+
+@pytest.mark.parametrize("provider", sorted(LAUNCHER_CONFIGS))
+def test_launcher_configs_build_the_venv_with_a_python_pyproject_accepts(provider):
+    setup = "\n".join(_load(provider)["setup_commands"])
+    interpreters = re.findall(r"\b(python3(?:\.\d+)?) -m venv\b", setup)
+    assert interpreters, setup
+    for interpreter in interpreters:  # Ubuntu 22.04's `python3` is 3.10: the version must be explicit
+        assert re.fullmatch(r"python3\.\d+", interpreter), interpreter
+        assert _requires_python().contains(interpreter.removeprefix("python") + ".0"), interpreter
+        assert f"{interpreter}-venv" in setup.split()  # the apt package that gives it `-m venv`
+
+
+def test_the_image_the_kuberay_manifest_runs_has_a_python_pyproject_accepts():
+    base = re.search(r"^FROM rayproject/ray:[\w.]+-py(\d)(\d+)\b", (CLUSTER / "Dockerfile").read_text(), re.M)
+    assert base, "cluster/Dockerfile must build on a rayproject/ray image that names its Python (-py311)"
+    assert _requires_python().contains(f"{base.group(1)}.{base.group(2)}.0")
+    cluster = next(d for d in yaml.safe_load_all(KUBERAY.read_text()) if d["kind"] == "RayCluster")
+    groups = [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]
+    images = {c["image"] for g in groups for c in g["template"]["spec"]["containers"]}
+    assert len(images) == 1 and next(iter(images)).split("/")[-1].startswith("resnetctl:")  # the Dockerfile's
+
+
+@pytest.mark.parametrize("path", sorted((CLUSTER / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_cluster_config_declares_the_shared_storage_remote_submits_need(path):
+    from orchestrator.remote import CLUSTER_SHARED_MOUNT
+
+    text = path.read_text()
+    assert f"--storage {CLUSTER_SHARED_MOUNT}/" in text  # the recipe at the top submits with it
+    if path == KUBERAY:
+        docs = {d["kind"]: d for d in yaml.safe_load_all(text)}
+        pvc = docs["PersistentVolumeClaim"]
+        assert pvc["spec"]["accessModes"] == ["ReadWriteMany"] and pvc["spec"]["storageClassName"]
+        spec = docs["RayCluster"]["spec"]
+        groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+        for container in (c for g in groups for c in g["template"]["spec"]["containers"]):
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mounts.get(CLUSTER_SHARED_MOUNT) == "shared", container["name"]
+    else:
+        setup = "\n".join(yaml.safe_load(text)["setup_commands"])
+        assert re.search(rf"mount -t nfs\S*\s.*\s{re.escape(CLUSTER_SHARED_MOUNT)}\)", setup, re.S), setup
 
 
 # --- locked down (issue 13): token auth, a loopback dashboard, no secret on a command line or in a job's env
