@@ -36,13 +36,12 @@ import torch
 from pipelines.augment import (
     CIFAR_PAD,
     EVAL_RESIZE,
-    FLIP_PROB,
     MULTISCALE_SIDES,
     SMALL_IMAGE,
     TRAIN_CROPS,
     ViewSpec,
-    ffcv_image_augmentations,
     ffcv_image_decoder,
+    flip_translate_draws,
     lighting_offsets,
     pad_frame,
     random_flip_translate,
@@ -137,33 +136,20 @@ class _Normalizer:
         """(B, C, H, W) uint8 -> float32, with the per-channel (mean, std) applied."""
         return (images.float() - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
 
-    def _generator(self, epoch: int, *stream: int) -> torch.Generator:
-        entropy = np.random.SeedSequence([self.spec.seed, self.spec.rank, epoch, *stream]).generate_state(1)[0]
-        return torch.Generator().manual_seed(int(entropy))
+    def finish(self, images: torch.Tensor, epoch: int, indices: np.ndarray) -> torch.Tensor:
+        """(B, C, H, W) float after `from_uint8` -> what the loader yields (the batch may be changed in place).
 
-    def lighting_generator(self, epoch: int) -> torch.Generator | None:
-        """The epoch's source of lighting noise (None when off): the same draws on both paths and on resume."""
-        if not (self.spec.view.train and self.spec.lighting > 0):
-            return None
-        return self._generator(epoch)
-
-    def flip_crop_generator(self, epoch: int) -> torch.Generator | None:
-        """The epoch's source of 32x32 flips and crop offsets (None outside 32x32 training), like lighting's."""
-        if not (self.spec.view.train and self.spec.view.small):
-            return None
-        return self._generator(epoch, 1)
-
-    def finish(self, images: torch.Tensor, lighting: torch.Generator | None = None,
-               flip_crop: torch.Generator | None = None) -> torch.Tensor:
-        """(B, C, H, W) float after `from_uint8` -> what the loader yields (the batch may be changed in place)."""
+        `indices`: the batch's sample indices, which with (seed, epoch) decide its training draws (`pipelines.draws`).
+        """
         view = self.spec.view
         if self.pixel_mean is not None:
             images = images.sub_(self.pixel_mean)
-        if lighting is not None:
-            shift = lighting_offsets(images.shape[0], self.spec.lighting, lighting).to(self.std.device)
+        if view.train and self.spec.lighting > 0:
+            shift = lighting_offsets(self.spec.lighting, self.spec.seed, epoch, indices).to(self.std.device)
             images = images.add_((shift / self.std).view(-1, 3, 1, 1))
-        if flip_crop is not None:  # after the mean image is subtracted: see pipelines.augment
-            images = random_flip_translate(images, CIFAR_PAD, self.pad_value, flip_crop)
+        if view.train and view.small:  # after the mean image is subtracted: see pipelines.augment
+            flips, offsets = flip_translate_draws(CIFAR_PAD, self.spec.seed, epoch, indices)
+            images = random_flip_translate(images, CIFAR_PAD, self.pad_value, flips, offsets)
         if view.ten_crop:
             if view.small:
                 images = pad_frame(images, CIFAR_PAD, self.pad_value)
@@ -182,7 +168,7 @@ class FFCVImageLoader:
         from ffcv.loader import Loader
         from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
 
-        from pipelines.ffcv_ops import FlipNormalizeToCHW
+        from pipelines.ffcv_ops import NormalizeToCHW
         from pipelines.ffcv_threads import follow_creators_cuda_device
         from pipelines.numba_cache import enable_ffcv_numba_cache
 
@@ -191,10 +177,10 @@ class FFCVImageLoader:
         self.spec = spec
         self._norm = _Normalizer(spec)
         on_cpu = spec.device.type == "cpu"
-        image_pipe = [ffcv_image_decoder(spec.view), *ffcv_image_augmentations(spec.view, flip=not on_cpu)]
-        if on_cpu:  # flip, normalise and transpose in one compiled pass, straight into an NCHW float buffer
-            flip_prob = FLIP_PROB if spec.view.train and not spec.view.small else 0.0  # 32x32: in `finish`
-            image_pipe += [FlipNormalizeToCHW(*_Normalizer.channel_stats(spec), flip_prob), ToTensor()]
+        self._decoder = ffcv_image_decoder(spec.view, spec.seed)  # ImageNet training: crops and flips
+        image_pipe = [self._decoder]
+        if on_cpu:  # normalise and transpose in one compiled pass, straight into an NCHW float buffer
+            image_pipe += [NormalizeToCHW(*_Normalizer.channel_stats(spec)), ToTensor()]
         else:  # ship uint8 to the device, normalise there with torch (no cupy needed)
             image_pipe += [ToTensor(), ToDevice(spec.device, non_blocking=True), ToTorchImage(channels_last=True)]
         label_pipe: list = [IntDecoder(), ToTensor()]
@@ -209,6 +195,8 @@ class FFCVImageLoader:
             drop_last=spec.drop_last,
             pipelines={"image": image_pipe, "label": label_pipe},
             os_cache=True,
+            # the seeded decoder's epoch is a constant of its compiled code: compile it again each epoch
+            recompile=hasattr(self._decoder, "epoch"),
         )
         torch.set_num_threads(threads)  # FFCV sets torch's thread count to its own; keep the trainer's
         self._torch_threads = threads
@@ -225,19 +213,23 @@ class FFCVImageLoader:
         return len(self._loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        lighting = self._norm.lighting_generator(self._loader.next_epoch)
-        flip_crop = self._norm.flip_crop_generator(self._loader.next_epoch)
+        epoch = self._loader.next_epoch
+        if hasattr(self._decoder, "epoch"):
+            self._decoder.epoch = epoch
+        # FFCV's batches are consecutive chunks of the traversal order (`_shard_order`): their sample indices
+        order = self._loader.next_traversal_order()
         iterator = closing_epoch(iter(self._loader))  # closes FFCV's thread when this generator is closed
+        size = self.spec.batch_size
         torch.set_num_threads(self._torch_threads)
         on_cpu = self.spec.device.type == "cpu"
-        for images, labels in iterator:
+        for k, (images, labels) in enumerate(iterator):
             if torch.get_num_threads() != self._torch_threads:
                 torch.set_num_threads(self._torch_threads)
             if not on_cpu:
                 images = self._norm.from_uint8(images)
             # FFCV's buffer itself where no batch-level step copies it: valid until `batches_ahead`
             # more batches are drawn (a fresh 38 MB tensor per batch costs more than decoding)
-            yield self._norm.finish(images, lighting, flip_crop), labels.view(-1)
+            yield self._norm.finish(images, epoch, order[k * size : (k + 1) * size]), labels.view(-1)
 
 
 def _shard_order_class():
@@ -291,22 +283,10 @@ class BetonDataset(torch.utils.data.Dataset):
         self.ptrs = np.ascontiguousarray(reader.alloc_table["ptr"][order])
         self.sizes = np.ascontiguousarray(reader.alloc_table["size"][order])
         self._data: np.ndarray | None = None
-        self.entropy: tuple[int, ...] = ()
-        self._rng = np.random.default_rng()
+        self.seed = self.epoch = 0  # set by the loader before each epoch (its workers are forked after)
 
     def __len__(self) -> int:
         return len(self.metadata)
-
-    def reseed(self, *entropy: int) -> None:
-        """Seed the augmentation draws from e.g. (seed, rank, epoch, worker): a resumed epoch repeats them.
-
-        The ImageNet crop geometry is shared with FFCV's numba code, which draws from numpy's
-        global generator, so that one is seeded too (per worker process; the main process when
-        the DataLoader has no workers).
-        """
-        self.entropy = entropy
-        self._rng = np.random.default_rng(entropy)
-        np.random.seed(self._rng.integers(2**32))
 
     def raw(self, index: int) -> tuple[np.ndarray, int]:
         """The stored image (decoded, before augmentation) and its label."""
@@ -326,14 +306,10 @@ class BetonDataset(torch.utils.data.Dataset):
             image = cv2.cvtColor(cv2.imdecode(np.asarray(data), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         return image, label
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        """(view, label, index): the index travels with the batch, for the batch-level draws."""
         image, label = self.raw(index)
-        return torch.from_numpy(torch_sample_view(image, self.view, self._rng)), label
-
-
-def _seed_worker(worker_id: int) -> None:
-    dataset = torch.utils.data.get_worker_info().dataset
-    dataset.reseed(*dataset.entropy, worker_id)  # batches go to workers round-robin: reproducible
+        return torch.from_numpy(torch_sample_view(image, self.view, self.seed, self.epoch, index)), label, index
 
 
 class _ShardBatches(torch.utils.data.Sampler):
@@ -361,9 +337,10 @@ class _ShardBatches(torch.utils.data.Sampler):
         return -(-count // self.spec.batch_size)
 
 
-def _collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    images = torch.stack([image for image, _ in batch]).permute(0, 3, 1, 2)
-    return images, torch.tensor([label for _, label in batch], dtype=torch.int64)
+def _collate(batch: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    images = torch.stack([image for image, _, _ in batch]).permute(0, 3, 1, 2)
+    labels = torch.tensor([label for _, label, _ in batch], dtype=torch.int64)
+    return images, labels, np.array([index for _, _, index in batch], dtype=np.int64)
 
 
 class TorchImageLoader:
@@ -383,7 +360,6 @@ class TorchImageLoader:
             num_workers=workers,
             collate_fn=_collate,
             pin_memory=spec.device.type == "cuda",
-            worker_init_fn=_seed_worker if workers else None,
             persistent_workers=False,
         )
 
@@ -400,16 +376,14 @@ class TorchImageLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.current_epoch = self._next_epoch
         self._next_epoch += 1
-        # before the workers start: they are forked per epoch and inherit this seed
-        self.dataset.reseed(self.spec.seed, self.spec.rank, self.current_epoch)
-        lighting = self._norm.lighting_generator(self.current_epoch)
-        flip_crop = self._norm.flip_crop_generator(self.current_epoch)
+        # before the workers start: they are forked per epoch and inherit these
+        self.dataset.seed, self.dataset.epoch = self.spec.seed, self.current_epoch
         device = self.spec.device
         non_blocking = device.type == "cuda"
-        for images, labels in self._loader:
+        for images, labels, indices in self._loader:
             images = images.to(device, non_blocking=non_blocking)
             labels = labels.to(device, non_blocking=non_blocking)
-            yield self._norm.finish(self._norm.from_uint8(images), lighting, flip_crop), labels
+            yield self._norm.finish(self._norm.from_uint8(images), self.current_epoch, indices), labels
 
 
 # --------------------------------------------------------------------------- entry point

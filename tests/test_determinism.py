@@ -1,0 +1,95 @@
+"""Same seed, same numbers (issue 19): every augmentation draw is a function of (seed, epoch, sample index).
+
+A rerun of a cell gives the same weights, a run resumed after an epoch ends where the uninterrupted one
+does, and both loader paths give an image the same crop and flip, whatever the batch size, thread count
+or world size.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipelines import build_loader
+from training.config import TrainConfig
+from training.trainer import Trainer
+
+SEED = 5
+
+
+def _images(root, kind: str, *, epoch: int = 0, **options) -> torch.Tensor:
+    """One training epoch of a loader, its batches concatenated (copied: FFCV reuses its buffers)."""
+    defaults = dict(batch_size=16, train=True, loader=kind, seed=SEED, normalization="channel", num_workers=1)
+    loader = build_loader(root, "train", **{**defaults, **options})
+    loader.set_epoch(epoch)
+    return torch.cat([images.clone() for images, _ in loader])
+
+
+def test_a_digits_image_gets_the_same_flip_and_crop_on_both_paths_and_any_batching(digits_root):
+    ffcv = _images(digits_root, "ffcv", epoch=1)
+    torch_path = _images(digits_root, "torch", epoch=1)
+    torch.testing.assert_close(ffcv, torch_path, rtol=0, atol=1e-4)  # FFCV's lookup table vs arithmetic
+    # the draws follow the sample, not its place: other batch sizes, worker counts, ranks give it the same view
+    torch.testing.assert_close(_images(digits_root, "torch", epoch=1, batch_size=5, num_workers=2)[:80],
+                               torch_path[:80], rtol=0, atol=0)
+    rank0 = _images(digits_root, "torch", epoch=1, world_size=2, rank=0)
+    torch.testing.assert_close(rank0, torch_path[0::2][: len(rank0)], rtol=0, atol=0)
+    assert not torch.equal(_images(digits_root, "torch", epoch=2)[:80], torch_path[:80])  # each epoch draws anew
+
+
+@pytest.mark.parametrize("crop", ["scale", "rrc"])
+def test_an_imagenet_image_gets_the_same_crop_and_flip_on_both_paths(imagenet_root, crop):
+    common = dict(lighting=0.1, train_crop=crop)
+    ffcv = _images(imagenet_root, "ffcv", epoch=1, batch_size=3, **common)
+    torch_path = _images(imagenet_root, "torch", epoch=1, batch_size=3, **common)
+    # the two JPEG decoders and resizers differ by rounding; another crop or a flip differs by far more
+    per_image = (ffcv - torch_path).abs().mean(dim=(1, 2, 3))
+    mirrored = (ffcv - torch_path.flip(-1)).abs().mean(dim=(1, 2, 3))
+    assert per_image.max() < 0.05, per_image
+    assert (mirrored > 4 * per_image).all(), (per_image, mirrored)
+    rerun = _images(imagenet_root, "ffcv", epoch=1, num_workers=2, batch_size=2, **common)
+    torch.testing.assert_close(rerun, ffcv, rtol=0, atol=0)  # FFCV: any thread count or batch size
+    assert not torch.equal(_images(imagenet_root, "ffcv", epoch=2, batch_size=3, **common), ffcv)
+
+
+def _trainer(root, kind: str) -> Trainer:
+    cfg = TrainConfig(batch_size=32, lr=0.1, epochs=2, loader=kind, num_workers=1, eval_protocol="full",
+                      max_train_batches=4)
+    return Trainer(cfg, arch="resnet8-A", variant="cifar", dataset_path=str(root), seed=SEED, run_key="c")
+
+
+def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.net.state_dict().items()}
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("kind", ["ffcv", "torch"])
+def test_a_rerun_and_a_resumed_run_end_with_the_weights_of_the_uninterrupted_run(digits_root, kind):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = []
+        for _ in range(2):
+            trainer = _trainer(digits_root, kind)
+            while not trainer.done:
+                trainer.run_epoch()
+            runs.append(_weights(trainer))
+        _assert_same_weights(runs[0], runs[1])
+
+        first = _trainer(digits_root, kind)
+        first.run_epoch()
+        state = first.state_dict()
+        torch.manual_seed(1234)  # whatever the new process's generators hold, the checkpoint restores them
+        resumed = _trainer(digits_root, kind)
+        resumed.load_state_dict(state)
+        while not resumed.done:
+            resumed.run_epoch()
+        assert resumed.epoch == 2
+        _assert_same_weights(_weights(resumed), runs[0])
+    finally:
+        torch.set_num_threads(threads)
