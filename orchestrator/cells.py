@@ -71,7 +71,7 @@ class Resources(BaseModel):
 # behaviour from before it existed. A cell holding that value hashes without the field, so its id (and
 # with it its MLflow run and its checkpoints) stays what it was; any other value is a new cell.
 ID_NEUTRAL_FIELDS: dict[str, Any] = {"epoch_eval_protocol": None, "compile": False, "plateau_max_drops": None,
-                                      "plateau_split": "val"}
+                                      "plateau_split": "val", "deterministic": False}
 # TrainConfig fields that change how fast a cell trains, never what it trains (with the per-sample seeded
 # augmentation, the images and their order do not depend on the loading threads): hashed at the value
 # every cell held when ids were first handed out, whatever the cell holds, so a grid whose loader threads

@@ -7,7 +7,7 @@ metric key that both sides use is defined here once, so they cannot drift apart.
 from __future__ import annotations
 
 from pipelines import detection_catalog
-from training import metrics
+from training import metrics, numerics
 
 # --- tags on every cell's MLflow run -------------------------------------------------
 TAG_GRID = "resnetctl.grid"  # the grid's `name`
@@ -40,6 +40,11 @@ PARAM_MULT_ADDS = "mult_adds"  # multiply-adds for one image at the eval resolut
 PARAM_TRAIN_IMAGES = "train_images"  # images of the split the cell trains on, from the prepared manifest
 PARAM_TRAIN_SPLIT = "train_split"  # "train" (CIFAR's 45k) | "trainval" (all 50k: val is then not held out)
 PARAM_NORMALIZATION = "normalization"  # "pixel_mean" (the paper) | "channel"
+# what decides a run's numbers beyond its config, logged by rank 0 (`training.numerics`): numerics.device,
+# numerics.torch, numerics.cuda, numerics.cudnn, numerics.threads_per_worker; with train.deterministic and
+# resources.workers_per_cell, runs of one cell that match on all of them should end with the same numbers
+NUMERICS_PREFIX = "numerics."
+NUMERICS_PARAMS = tuple(NUMERICS_PREFIX + fact for fact in numerics.FACTS)
 
 # --- metrics, logged per epoch with step = epoch (1-based): the trainer's own names ---------
 M_TRAIN_LOSS = metrics.TRAIN_LOSS
@@ -77,6 +82,11 @@ ARTIFACT_CURVES = "curves.json"
 def param_train(field: str) -> str:
     """Param key of one resolved TrainConfig field, e.g. param_train("lr") -> "train.lr"."""
     return f"train.{field}"
+
+
+def param_numerics(fact: str) -> str:
+    """Param key of one of `training.numerics.FACTS`, e.g. param_numerics("torch") -> "numerics.torch"."""
+    return NUMERICS_PREFIX + fact
 
 
 def axis_tag(axis: str) -> str:

@@ -312,6 +312,18 @@ class CellRunLogger:
         self._logged_steps.add(epoch)
         return True
 
+    def log_numerics(self, facts: Mapping[str, str]) -> None:
+        """The facts that decide the run's numbers (`training.numerics`), as `numerics.*` params.
+
+        Params cannot change: a resumed run keeps the facts of the process that first logged them.
+        """
+        from mlflow.entities import Param
+
+        logged = self._client.get_run(self.run_id).data.params
+        params = [Param(cv.param_numerics(k), str(v)) for k, v in facts.items() if cv.param_numerics(k) not in logged]
+        if params:
+            self._client.log_batch(self.run_id, params=params)
+
     def log_model_size(self, *, num_params: int, mult_adds: int) -> None:
         """Parameters and multiply-adds per image of the trained network (the report's Table 6 column)."""
         from mlflow.entities import Param

@@ -63,8 +63,10 @@ def run_cell(config: dict[str, Any], *, rank: int, world_size: int, device, wrap
     logger = None
     if rank == 0 and config.get("run_id"):
         from orchestrator.tracking import CellRunLogger
+        from training.numerics import numerics_facts
 
         logger = CellRunLogger(config["tracking_uri"], config["run_id"])
+        logger.log_numerics(numerics_facts(trainer.device))
         logger.start_system_metrics()
     # wall-clock marks of the fixed cost, for benchmarks/overhead.py (not logged to MLflow)
     marks = {"trial_started_at": config.get("trial_started_at"), "fit_started_at": config.get("fit_started_at"),

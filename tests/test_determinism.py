@@ -93,3 +93,58 @@ def test_a_rerun_and_a_resumed_run_end_with_the_weights_of_the_uninterrupted_run
         _assert_same_weights(_weights(resumed), runs[0])
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_deterministic_switch_pins_torch_cudnn_and_cublas(digits_root, monkeypatch):
+    from training.numerics import set_deterministic
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    cfg = TrainConfig(batch_size=32, lr=0.1, epochs=1, loader="torch", num_workers=0, deterministic=True)
+    try:
+        Trainer(cfg, arch="resnet8-A", variant="cifar", dataset_path=str(digits_root), seed=0)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert torch.os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        set_deterministic(False)
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+
+
+def test_each_run_logs_the_facts_that_decide_its_numbers(tmp_path):
+    import mlflow
+
+    from orchestrator import conventions as cv
+    from orchestrator.tracking import CellRunLogger
+    from training.numerics import numerics_facts
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("numerics")).info.run_id
+    facts = numerics_facts("cpu")
+    assert facts["device"] == "cpu" and facts["torch"] == torch.__version__
+    assert facts["threads_per_worker"] == str(torch.get_num_threads())
+    CellRunLogger(uri, run_id).log_numerics(facts)
+    CellRunLogger(uri, run_id).log_numerics({**facts, "threads_per_worker": "99"})  # a resume keeps the first
+    params = client.get_run(run_id).data.params
+    assert {k: params[k] for k in cv.NUMERICS_PARAMS} == {cv.param_numerics(k): v for k, v in facts.items()}
+
+
+def test_the_report_notes_reruns_of_a_cell_that_should_agree_and_do_not():
+    from orchestrator import conventions as cv
+    from orchestrator.report.records import RunRecord
+    from orchestrator.report.tables import disagreeing_reruns
+
+    def run(run_id, test_err, device="cpu", deterministic="False", cell="c1"):
+        params = {cv.param_numerics(k): "x" for k in ("torch", "cuda", "cudnn", "threads_per_worker")}
+        params.update({cv.param_numerics("device"): device, cv.param_train("deterministic"): deterministic,
+                       "resources.workers_per_cell": "1"})
+        return RunRecord(run_id, "resnet8-A-digits-s0", "1", "FINISHED", 0, 1, params=params,
+                         tags={cv.TAG_CELL_ID: cell, cv.TAG_STATUS: cv.STATUS_FINISHED},
+                         metrics={cv.M_TEST_ERR: test_err})
+
+    (note,) = disagreeing_reruns([run("a" * 8, 44.0), run("b" * 8, 76.3), run("c" * 8, 50.0, cell="c2")])
+    assert "cell c1" in note and "44" in note and "76.3" in note
+    assert disagreeing_reruns([run("a", 44.0), run("b", 44.0)]) == []  # they agree
+    gpu = "NVIDIA H200"
+    assert disagreeing_reruns([run("a", 44.0, gpu), run("b", 45.0, gpu)]) == []  # GPU, not deterministic: may differ
+    assert len(disagreeing_reruns([run("a", 44.0, gpu, "True"), run("b", 45.0, gpu, "True")])) == 1

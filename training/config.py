@@ -69,6 +69,9 @@ class TrainConfig(BaseModel):
     channels_last: bool = Field(False, description="channels-last memory format on GPUs")
     compile: bool = Field(False, description=(
         "torch.compile the training step (worth it on GPUs for long cells; the first steps pay the compilation)"))
+    deterministic: bool = Field(False, description=(
+        "deterministic kernels only: torch.use_deterministic_algorithms, cuDNN deterministic without benchmarking, "
+        "CUBLAS_WORKSPACE_CONFIG; GPU reruns then agree bit for bit, at a cost in speed (CPU runs already do)"))
     loader: LoaderName = Field("ffcv", description="ffcv (compiled, fast) or torch (a DataLoader over the same files)")
     num_workers: int = Field(1, ge=0, le=256, description="data-loading threads (FFCV) or processes (torch) per worker")
     eval_protocol: EvalProtocol = Field("full", description=(

@@ -27,6 +27,7 @@ from training import metrics as m
 from training.checkpoint import rng_state, set_rng_state
 from training.config import TrainConfig
 from training.distributed import all_reduce
+from training.numerics import set_deterministic
 from training.schedule import PresetSchedule
 
 LAYER_RESPONSE_IMAGES = 512  # test images the Fig. 7 responses are measured on
@@ -183,6 +184,7 @@ class Trainer:
         self.channels_last = cfg.channels_last and self.on_gpu
         manifest = pipelines.load_manifest(dataset_path)
         self.num_classes = int(manifest["num_classes"])
+        set_deterministic(cfg.deterministic)  # before any kernel runs (cuBLAS reads its workspace setting once)
 
         self.net = build_network(cfg, arch, variant, self.num_classes, seed=seed, device=self.device,
                                  channels_last=self.channels_last)

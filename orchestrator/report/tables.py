@@ -406,7 +406,36 @@ def cells_table(grid: RunIndex) -> Table:
     if grid.unfinished:
         counts += f", {len(grid.unfinished)} not finished"
     table.notes.append(counts)
+    table.notes.extend(disagreeing_reruns(grid.runs))
     return table
+
+
+# besides the cell id: what must match for two runs of a cell to end with the same numbers (`training.numerics`)
+AGREEMENT_PARAMS = (*cv.NUMERICS_PARAMS, cv.param_train("deterministic"), "resources.workers_per_cell")
+
+
+def _should_agree(run: RunRecord) -> bool:
+    """Whether reruns with the same numerics should reproduce this run: on a CPU, or with `deterministic`."""
+    device = run.params.get(cv.param_numerics("device"))
+    return device == "cpu" or run.params.get(cv.param_train("deterministic")) == "True"
+
+
+def disagreeing_reruns(runs: Iterable[RunRecord]) -> list[str]:
+    """A note per cell whose finished runs should agree (same cell, same numerics params, a CPU or the
+    `deterministic` switch) and end with different test errors. Runs without the numerics params are left out."""
+    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        if run.finished and not run.is_evaluation and all(k in run.params for k in cv.NUMERICS_PARAMS) \
+                and _should_agree(run):
+            groups[(run.cell_id, *(run.params.get(k) for k in AGREEMENT_PARAMS))].append(run)
+    notes = []
+    for members in groups.values():
+        errors = {r.name + f" ({r.run_id[:8]})": r.final_metric(cv.M_TEST_ERR) for r in members}
+        if len({e for e in errors.values() if e is not None}) > 1:
+            listed = ", ".join(f"{name}: {err:g}" for name, err in sorted(errors.items()) if err is not None)
+            notes.append(f"runs of cell {members[0].cell_id} should agree (same config, seed and numerics) and "
+                         f"do not: test err {listed}")
+    return notes
 
 
 def legend(tolerance: float) -> str:
