@@ -6,8 +6,9 @@ judge against the paper's number names the cells behind it. Each of those cells'
 network and axes, any seed) gets one more seed, a new cell made exactly as the grid would expand it
 (`expand.with_seed`, so its id, run and checkpoints are those of the same cell however it came
 about, and a rerun trains nothing twice); then the round repeats, until nothing is undecided or every
-family behind an undecided verdict has `max_seeds` seeds. The loop takes its runner and its
-measurement as functions, so it is tested without Ray.
+family behind an undecided verdict has `max_seeds` seeds, or the grid's `budget:` covers no more
+seeds. The loop takes its runner, its measurement and the budget check as functions, so it is tested
+without Ray.
 """
 
 from __future__ import annotations
@@ -55,10 +56,12 @@ def more_seeds(spec: GridSpec, cells: Sequence[Cell], undecided: frozenset[str] 
 
 def run_until_decided(spec: GridSpec, cells: Sequence[Cell], *, max_seeds: int,
                       run_cells: Callable[[list[Cell], int], int], measure: Callable[[], Undecided],
-                      log: Callable[[str], None] = print) -> int:
+                      log: Callable[[str], None] = print,
+                      affordable: Callable[[list[Cell], list[Cell]], list[Cell]] | None = None) -> int:
     """Run the cells (`run_cells(cells, round)` -> exit status), measure, add seeds where undecided, repeat.
 
-    Returns the first non-zero status of a round, else 0 once nothing is undecided or the cap is reached.
+    `affordable(all cells, new seeds)` keeps the new seeds the grid's budget still covers. Returns the first
+    non-zero status of a round, else 0 once nothing is undecided, the cap is reached or the budget is spent.
     """
     todo, round_number = list(cells), 1
     while True:
@@ -72,6 +75,11 @@ def run_until_decided(spec: GridSpec, cells: Sequence[Cell], *, max_seeds: int,
             log(f"until decided: {what} after round {round_number}" + (
                 f"; every cell behind them has {max_seeds} seeds (--max-seeds)" if found.cell_ids else ""))
             return 0
+        if affordable is not None:
+            added = affordable([*todo, *added], added)
+            if not added:
+                log(f"until decided: {what} after round {round_number}; the grid's budget covers no more seeds")
+                return 0
         log(f"until decided, round {round_number + 1}: {what}: adding a seed to "
             + ", ".join(f"{c.arch} (seed {c.seed})" for c in added))
         todo += added
@@ -119,8 +127,13 @@ def run_grid_until_decided(spec: GridSpec, cells: Sequence[Cell], *, max_seeds: 
     def run_cells(todo: list[Cell], round_number: int) -> int:
         return run_grid(spec, todo, restart=restart and round_number == 1, **run_options)
 
-    return run_until_decided(spec, cells, max_seeds=max_seeds, run_cells=run_cells,
-                             measure=lambda: measure_store(spec), log=lambda text: console.print(text, markup=False))
+    def affordable(todo: list[Cell], added: list[Cell]) -> list[Cell]:
+        from orchestrator.estimate import within_budget
+
+        return within_budget(spec, todo, added)[0]
+
+    return run_until_decided(spec, cells, max_seeds=max_seeds, run_cells=run_cells, measure=lambda: measure_store(spec),
+                             log=lambda text: console.print(text, markup=False), affordable=affordable)
 
 
 __all__ = ["Undecided", "family", "measure_store", "more_seeds", "run_grid_until_decided", "run_until_decided"]

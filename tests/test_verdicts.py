@@ -287,6 +287,26 @@ def test_sql_and_client_readers_reach_the_same_verdicts(store):
         assert texts[0] == texts[1]
 
 
+def test_fig7_claims_compare_the_logged_mean_response_without_reading_histories():
+    from orchestrator.report.records import RunRecord, Selection
+    from orchestrator.report.tables import RunIndex
+    from orchestrator.report.verdicts import Settings, check_claims
+
+    def run(arch: str, seed: int, mean: float) -> RunRecord:
+        tags = {C.TAG_GRID: "g", C.TAG_CELL_ID: f"{arch}-{seed}", C.TAG_ARCH: arch, C.TAG_DATASET: "cifar10",
+                C.TAG_EVAL_PROTOCOL: C.EVAL_FULL, C.axis_tag("seed"): str(seed), C.TAG_STATUS: C.STATUS_FINISHED}
+        return RunRecord(f"{arch}-{seed}", arch, "1", "FINISHED", 0, 1, tags=tags,
+                         metrics={C.M_LAYER_RESPONSE_MEAN: mean, C.M_TEST_ERR: 8.0 + seed})
+
+    runs = [run("resnet20-A", s, 0.50 + 0.01 * s) for s in range(3)] + [run("plain20", s, 1.0 + 0.03 * s)
+                                                                          for s in range(3)]
+    results = check_claims(RunIndex(Selection("g", "g", tuple(runs))), Settings(),
+                           histories=lambda *_: pytest.fail("read the per-layer histories"))
+    (fig7,) = [r for r in results if r.claim.text == "resnet20-A < plain20 on layer_response_std"]
+    assert fig7.verdict == "holds" and fig7.comparison.test == "paired"
+    assert fig7.mean_a == pytest.approx(0.51) and fig7.mean_b == pytest.approx(1.03)
+
+
 # --------------------------------------------------------------------------- adaptive seeding
 GRID = {"name": "adaptive", "dataset": {"name": "digits", "path": "data/digits"},
         "grid": {"depth": [8, 20], "shortcut": ["plain", "A"], "seed": [0, 1]},
@@ -354,6 +374,12 @@ def test_adaptive_seeding_stops_at_max_seeds_and_on_a_failed_round():
     assert run_until_decided(spec, cells, max_seeds=3, run_cells=lambda todo, n: seen.append(len(todo)) or 0,
                              measure=lambda: Undecided(everything, ("x",)), log=log.append) == 0
     assert seen == [8, 12] and "every cell behind them has 3 seeds (--max-seeds)" in log[-1]
+    seen.clear()
+    offered = []  # the budget covers one more seed (the first offered), then none
+    afford = lambda todo, added: [] if offered else offered.append(added) or added[:1]  # noqa: E731
+    assert run_until_decided(spec, cells, max_seeds=5, run_cells=lambda todo, n: seen.append(len(todo)) or 0,
+                             measure=lambda: Undecided(everything, ("x",)), log=log.append, affordable=afford) == 0
+    assert seen == [8, 9] and len(offered[0]) == 4 and log[-1].endswith("the grid's budget covers no more seeds")
 
 
 def test_adaptive_seeding_against_a_store_seeds_only_the_undecided_claim(tmp_path, report_helpers):

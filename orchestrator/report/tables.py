@@ -455,9 +455,11 @@ def _explain(table: Table, tolerance: float) -> None:
 
 
 def build_tables(selection: Selection, *, rows: str | None = None, cols: str | None = None,
-                 metric: str | None = None, tolerance: float = DEFAULT_TOLERANCE) -> list[Table]:
-    """Every table that applies to the selection, paper tables first, then the pivot and the cells."""
-    grid = RunIndex(selection, tolerance)
+                 metric: str | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                 index: RunIndex | None = None) -> list[Table]:
+    """Every table that applies to the selection, paper tables first, then the pivot and the cells (`index`: the
+    selection's, where the caller has built it)."""
+    grid = index or RunIndex(selection, tolerance)
     tables = [t for t in [table6(grid)] if t] + imagenet_tables(grid)
     from orchestrator.report.detection import detection_tables  # it imports this module
 

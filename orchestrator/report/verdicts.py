@@ -26,7 +26,7 @@ from orchestrator.claims import (
     parse_claim,
 )
 from orchestrator.report import paper, stats
-from orchestrator.report.records import Histories, RunRecord, Selection
+from orchestrator.report.records import Histories, ReportError, RunRecord, Selection
 from orchestrator.report.tables import EMPTY, RunIndex, Stat, Table, build_tables
 
 HistoryReader = Callable[[Sequence[str], Sequence[str]], Histories]
@@ -90,8 +90,11 @@ class ClaimResult:
 
 
 def _value(run: RunRecord, metric: str, histories: Histories) -> float | None:
-    """A run's number for a claim: Fig. 7's mean layer response, else the final test where the run has one."""
+    """A run's number for a claim: Fig. 7's mean layer response (logged with the responses; from their history
+    for runs logged before it was), else the final test where the run has one, else the last epoch's."""
     if metric == cv.M_LAYER_RESPONSE:
+        if run.metric(cv.M_LAYER_RESPONSE_MEAN) is not None:
+            return run.metric(cv.M_LAYER_RESPONSE_MEAN)
         series = histories.get(run.run_id, {}).get(metric, [])
         return statistics.fmean(v for _, v in series) if series else None
     found = run.metric(cv.FINAL_PREFIX + metric)
@@ -143,7 +146,10 @@ def applicable_claims(index: RunIndex, settings: Settings) -> list[tuple[Claim, 
     planned = {scope: {a for d, p, a in index.planned if (d, p) == scope} for scope in scopes}
     out: list[tuple[Claim, str | None, str | None]] = []
     for text in settings.claims:
-        claim = parse_claim(text)
+        try:
+            claim = parse_claim(text)
+        except ValueError as exc:  # the grid validated its claims; a tag written by hand may not be
+            raise ReportError(f"the grid's recorded claims: {exc}") from None
         where = [s for s in scopes if {claim.better, claim.worse} & planned[s]]
         out += [(claim, d, p) for d, p in where] or [(claim, None, None)]
     for dataset, protocol in scopes:
@@ -161,19 +167,25 @@ def check_claims(index: RunIndex, settings: Settings, histories: HistoryReader |
     """Every applicable claim tested on the finished runs (histories: Fig. 7's layer responses)."""
     scoped = applicable_claims(index, settings)
     wanted = [r.run_id for c, d, p in scoped if (c.metric or default_metric(d)) == cv.M_LAYER_RESPONSE
-              for arch in (c.better, c.worse) for r in index.get(d, p, arch)]
+              for arch in (c.better, c.worse) for r in index.get(d, p, arch)
+              if r.metric(cv.M_LAYER_RESPONSE_MEAN) is None]  # older runs: from the per-layer history
     responses = histories(sorted(set(wanted)), (cv.M_LAYER_RESPONSE,)) if wanted and histories else {}
+    measured: dict[tuple, tuple[list[tuple[tuple, float]], set[str]]] = {}  # a network is in several claims
+
+    def side(dataset: str | None, protocol: str | None, arch: str, metric: str):
+        key = (dataset, protocol, arch, metric)
+        if key not in measured:
+            runs = [(r, v) for r in (index.get(dataset, protocol, arch) if dataset else [])
+                    if (v := _value(r, metric, responses)) is not None]
+            measured[key] = [(_pair_key(r), v) for r, v in runs], {r.cell_id for r, _ in runs}
+        return measured[key]
+
     results = []
     for claim, dataset, protocol in scoped:
         metric = claim.metric or default_metric(dataset)
-        sides, ids = [], set()
-        for arch in (claim.better, claim.worse):
-            runs = index.get(dataset, protocol, arch) if dataset else []
-            measured = [(r, v) for r in runs if (v := _value(r, metric, responses)) is not None]
-            sides.append([(_pair_key(r), v) for r, v in measured])
-            ids |= {r.cell_id for r, _ in measured}
-        results.append(judge_claim(claim, *sides, dataset=dataset, protocol=protocol, alpha=settings.alpha,
-                                  cell_ids=frozenset(ids)))
+        (a, ids_a), (b, ids_b) = (side(dataset, protocol, arch, metric) for arch in (claim.better, claim.worse))
+        results.append(judge_claim(claim, a, b, dataset=dataset, protocol=protocol, alpha=settings.alpha,
+                                  cell_ids=frozenset(ids_a | ids_b)))
     return results
 
 
@@ -230,8 +242,9 @@ def build_report(selection: Selection, histories: HistoryReader | None = None, *
     """The tables, the claims tested and the settings used, for one selection: `settings` as given, else the
     grid's recorded ones (`settings_for`) with `tolerance` and `alpha` where given."""
     settings = settings or settings_for(selection, tolerance=tolerance, alpha=alpha)
-    tables = build_tables(selection, rows=rows, cols=cols, metric=metric, tolerance=settings.tolerance)
-    claims = check_claims(RunIndex(selection, settings.tolerance), settings, histories)
+    index = RunIndex(selection, settings.tolerance)
+    tables = build_tables(selection, rows=rows, cols=cols, metric=metric, tolerance=settings.tolerance, index=index)
+    claims = check_claims(index, settings, histories)
     if claims:
         tables.insert(len(tables) - 1, claims_table(claims, settings))  # before the per-run cells table
     return Report(tables, claims, settings)
