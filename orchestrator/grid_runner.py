@@ -140,7 +140,8 @@ def run_grid(
         console.print(f"[red]{len(missing)} cell(s) did not finish[/]: {names}; "
                       "submit again to resume them from their checkpoints")
         return 1
-    console.print(f"grid [bold]{spec.name}[/]: all {len(cells)} cells finished (library logs: {log_file})")
+    console.print(f"grid [bold]{for_rich(spec.name)}[/]: all {len(cells)} cells finished (library logs: "
+                  f"{for_rich(log_file)})")
     return 0
 
 

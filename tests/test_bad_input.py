@@ -75,7 +75,22 @@ def make_workdir(root: Path) -> Path:
     _manifest(data / "wrong_dataset", dataset="cifar10")
     _manifest(data / "no_train_split", splits=("test",))
     (data / "a_file").write_text("not a folder")
+    _hostile_manifests(data)
     return root
+
+
+def _hostile_manifests(data: Path) -> None:
+    """Manifests a careless or hostile hand wrote: fields of the wrong type, a split file outside the folder,
+    JSON nested past Python's recursion limit."""
+    for folder, change in (("manifest_file_is_a_number", {"file": 5}),
+                           ("manifest_file_outside", {"file": "../digits/train.beton"}),
+                           ("manifest_count_not_a_number", {"count": "many"})):
+        _manifest(data / folder)
+        manifest = json.loads((data / folder / "manifest.json").read_text())
+        manifest["splits"]["train"].update(change)
+        (data / folder / "manifest.json").write_text(json.dumps(manifest))
+    (data / "manifest_nested_too_deep").mkdir()
+    (data / "manifest_nested_too_deep" / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
 
 
 def run_cli(workdir: Path, invocations: list[tuple[str, list[str]]]) -> dict:

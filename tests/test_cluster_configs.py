@@ -237,3 +237,11 @@ def test_head_services_keep_passwords_off_command_lines():
     assert "PASSWORD '$DB_PASSWORD'\"" not in text  # psql -c "CREATE ROLE ... PASSWORD '...'" is in `ps`
     assert "| sudo -u postgres psql" in text
     assert "umask 077" in text and "mlflow_credentials" in text
+
+
+def test_the_image_context_leaves_out_environments_data_stores_and_history():
+    """cluster/Dockerfile COPYs the repository root: .dockerignore keeps the rest out of the image."""
+    patterns = {line.strip() for line in (CLUSTER.parent / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")}
+    assert {".git", ".venv", "data", "results", "mlruns", "mlartifacts", "**/*.db", "**/*.beton"} <= patterns
+    assert "COPY --chown=ray:users . /home/ray/resnetctl" in (CLUSTER / "Dockerfile").read_text()

@@ -62,6 +62,18 @@ def test_server_binds_loopback_and_refuses_a_foreign_host_header(pg_server):
 
 
 @needs_pg
+def test_the_store_and_its_password_are_on_no_command_line(pg_server):
+    """`ps` shows every local user each process's arguments: the store URI (with the database password)
+    reaches the server and its workers through their environment only."""
+    pg, server = pg_server
+    procs = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+    assert len(procs) >= 2  # mlflow server and its uvicorn worker(s)
+    for proc in procs:
+        assert not any(pg.password in part or pg.uri in part for part in proc.cmdline()), proc.cmdline()
+    assert psutil.Process(server.pid).environ()["MLFLOW_BACKEND_STORE_URI"] == pg.uri
+
+
+@needs_pg
 def test_runs_logged_through_the_server_land_in_postgresql(pg_server):
     import sqlalchemy
     from mlflow import MlflowClient

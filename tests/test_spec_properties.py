@@ -11,8 +11,19 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.cells import Resources
 from orchestrator.expand import expand_cells
-from orchestrator.spec import AXES, GridError, GridSpec, load_grid, load_yaml, parse_grid
+from orchestrator.spec import (
+    AXES,
+    DatasetSpec,
+    GridError,
+    GridSpec,
+    TrackingSpec,
+    TrainOverrides,
+    load_grid,
+    load_yaml,
+    parse_grid,
+)
 
 SETTINGS = settings(max_examples=int(os.environ.get("GRID_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 CIFAR_DEPTHS = [8, 14, 20, 32, 44, 56, 110]
@@ -171,6 +182,67 @@ def scratch(tmp_path_factory):
 def test_any_bytes_on_disk_are_a_grid_or_one_grid_error(scratch, blob):
     path = scratch / "grid.yaml"
     path.write_bytes(blob)
+    try:
+        expand_cells(load_grid(path))
+    except GridError as exc:
+        check_error(exc, str(path))
+
+
+# ----------------------------------------------------------------------------- hostile YAML (issue 13)
+# What a careless or hostile file holds that the grids above never do: tags PyYAML cannot construct,
+# impossible dates, integers past Python's digit limit, object tags, anchors and (recursive, undefined)
+# aliases, rich markup and escape sequences, bidi controls. Whatever mix of them, the loader answers with
+# a grid or one GridError: never another exception.
+HOSTILE_SCALARS = [
+    "!!int abc", "!!int 0x", "!!bool maybe", "!!float many", "!!timestamp yesterday", "!!timestamp 2024-13-45",
+    "2024-02-30", "2023-13-01 25:61:00", "1" * 4400, "-" + "9" * 5000, "0x" + "f" * 4000, "!!binary '???'",
+    "!!null x", "!!set {a, b}", "!!omap [a: 1]", "!!pairs [a: 1]", "!!python/object/apply:os.system [x]",
+    "!include depths.yaml", "1.0e400", ".nan", "-.inf", "0o9", "&a [1, *a]", "*undefined", "&s [8]", "*s",
+    '"[/x]"', '"\\e[2J\\e[31mred"', '"\\u202eevil"', '"\\x00"', '"../../etc"', "'/abs/path'", "1.0e-300",
+    "0.00015", "4096", "null", "[]", "{}", "<<: {a: 1}",
+]
+FIELDS = ("name", "dataset", "grid", "train", "resources", "tracking", "depth", "seed", "shortcut", "path", "uri",
+          "experiment", "lr", "cpus_per_worker", "workers_per_cell", "batch_size", "paths", "cifar10")
+SCALAR_TEXT = st.one_of(st.sampled_from(HOSTILE_SCALARS), st.integers(-10, 10**6).map(str),
+                        st.text(string.ascii_letters + string.digits + "._-/", min_size=1, max_size=8))
+FLOW = st.recursive(SCALAR_TEXT, lambda inner: st.one_of(
+    st.lists(inner, max_size=3).map(lambda items: "[" + ", ".join(items) + "]"),
+    st.lists(st.tuples(st.sampled_from(FIELDS), inner), max_size=3).map(
+        lambda pairs: "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}")), max_leaves=8)
+YAML_DOCUMENTS = st.lists(st.tuples(st.sampled_from(FIELDS), FLOW), min_size=1, max_size=6).map(
+    lambda pairs: "".join(f"{key}: {value}\n" for key, value in pairs))
+
+
+def load_or_refuse(text: str) -> None:
+    try:
+        expand_cells(parse_text(text))
+    except GridError as exc:
+        check_error(exc, "g.yaml")
+
+
+@SETTINGS
+@given(YAML_DOCUMENTS)
+def test_any_yaml_document_is_a_grid_or_one_grid_error(text):
+    load_or_refuse(text)
+
+
+@SETTINGS
+@given(valid_grids(), st.sampled_from(("train", "resources", "tracking", "dataset")), st.data())
+def test_a_hostile_value_in_a_valid_grid_is_one_grid_error(grid, section, data):
+    """The hostile value reaches validation: one section of an otherwise valid grid holds it."""
+    model = {"train": TrainOverrides, "resources": Resources, "tracking": TrackingSpec, "dataset": DatasetSpec}[section]
+    field = data.draw(st.sampled_from(sorted(model.model_fields)))
+    grid.pop(section, None)
+    text = yaml.safe_dump(grid, sort_keys=False) + f"{section}:\n  {field}: {data.draw(FLOW)}\n"
+    load_or_refuse(text)
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.binary(max_size=12), st.sampled_from([s.encode() for s in HOSTILE_SCALARS]),
+                          st.sampled_from([f"\n{f}: ".encode() for f in FIELDS])), max_size=12))
+def test_any_bytes_with_yaml_in_them_are_a_grid_or_one_grid_error(scratch, parts):
+    path = scratch / "hostile.yaml"
+    path.write_bytes(b"".join(parts))
     try:
         expand_cells(load_grid(path))
     except GridError as exc:

@@ -84,8 +84,8 @@ def plan_command(grid_file: str, as_json: bool, address: str | None, yes: bool, 
     """Show the cells GRID_FILE expands to, their resources and compute; run nothing."""
     spec, cells = load_cells(grid_file, yes=yes, check_data=check_data, unprepared_ok=True)
     for name, path in (unprepared_datasets(spec).items() if check_data and hasattr(spec, "datasets") else ()):
-        click.echo(f"note: {name} is not prepared yet ({path}): the estimate assumes its usual size; "
-                   f"`resnetctl prepare {name} --root {path}` before `submit`", err=True)
+        click.echo(shown(f"note: {name} is not prepared yet ({path}): the estimate assumes its usual size; "
+                         f"`resnetctl prepare {name} --root {path}` before `submit`"), err=True)
     for warning in plan_warnings(cells, address):
         click.echo(f"Warning: {shown(warning)}", err=True)
     summary, rows = plan_grid(spec, cells, price_per_gpu_hour=price_per_gpu_hour)
