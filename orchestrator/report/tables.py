@@ -464,9 +464,6 @@ def build_tables(selection: Selection, *, rows: str | None = None, cols: str | N
     from orchestrator.report.detection import detection_tables  # it imports this module
 
     tables += detection_tables(grid)  # Tables 7-8, from detection cells
-    from orchestrator.report.detection import detection_tables  # it imports this module
-
-    tables += detection_tables(grid)  # Tables 7-8, from detection cells
     if rows or cols or not tables and any(not r.ensemble for r in grid.runs):
         if metric is None:
             metric = cv.M_TEST_ERR if any(r.metric(cv.M_TEST_ERR) is not None for r in grid.done) else cv.M_VAL_ERR
