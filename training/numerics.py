@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import os
 
-import torch
-
+# torch is imported inside the functions: orchestrator.conventions reads FACTS, and validating a grid
+# must not load torch
 FACTS = ("device", "torch", "cuda", "cudnn", "threads_per_worker")
 CUBLAS_WORKSPACE = ":4096:8"  # what PyTorch's reproducibility notes ask for (or ":16:8")
 
 
 def set_deterministic(enabled: bool) -> None:
     """Deterministic kernels only (an error where an operation has none), cuDNN deterministic, no benchmarking."""
+    import torch
+
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)  # read when cuBLAS starts
     torch.use_deterministic_algorithms(enabled)
@@ -31,8 +33,10 @@ def set_deterministic(enabled: bool) -> None:
     torch.backends.cudnn.benchmark = False if enabled else torch.backends.cudnn.benchmark
 
 
-def numerics_facts(device: torch.device | str) -> dict[str, str]:
+def numerics_facts(device) -> dict[str, str]:
     """The facts of `FACTS` in this process, as strings ("none" where there is no CUDA or cuDNN)."""
+    import torch
+
     device = torch.device(device)
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
