@@ -6,6 +6,8 @@ its CPU dry-run is the last test here, so that script cannot rot.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -185,6 +187,7 @@ def test_a_loop_that_breaks_closes_the_loaders_iterator():
         assert list(it) == [1, 2]
 
 
+@pytest.mark.slow
 def test_ffcv_threads_stop_when_an_epoch_or_a_measurement_breaks_early(digits_root, wait_for):
     def loader_threads():
         return [t for t in threading.enumerate() if type(t).__name__ == "EpochIterator" and t.is_alive()]
@@ -220,3 +223,12 @@ def test_ten_crop_batches_are_converted_to_channels_last_once(digits_root):
     assert images.shape == (2, 10, 3, 8, 8)
     assert images.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
 
+
+# --- the GPU smoke check's CPU dry-run ------------------------------------------------------------------
+@pytest.mark.slow
+def test_gpu_smoke_script_dry_run_runs_every_check_on_the_cpu():
+    # about a minute on 2 idle cores (FFCV's compile, two small datasets, an MLflow store); minutes under load
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_smoke.py"), "--dry-run"],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "all checks passed" in result.stdout
