@@ -13,6 +13,7 @@ for bad usage. click's own parameter checks (an unknown option, a bad choice) st
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 
@@ -20,6 +21,11 @@ import click
 
 from resnetctl.errors import UserError
 from resnetctl.redaction import shown
+
+# the file system refusing a path the user gave (a name too long, no permission, a read-only or full disk):
+# bad input too, printed like a UserError rather than as a traceback
+PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ELOOP,
+                         errno.ENOTDIR, errno.EISDIR})
 
 # command name -> "module:attribute"
 COMMANDS: dict[str, str] = {
@@ -59,6 +65,11 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except UserError as exc:
             click.echo(f"Error: {shown(str(exc), keep_newlines=exc.multiline)}", err=True)
+            ctx.exit(2)
+        except OSError as exc:
+            if exc.filename is None or exc.errno not in PATH_ERRNOS:
+                raise
+            click.echo(f"Error: {shown(f'{exc.filename}: {exc.strerror}')}", err=True)
             ctx.exit(2)
 
 

@@ -108,3 +108,16 @@ def test_the_cli_prints_a_user_error_redacted_and_escaped(tmp_path, monkeypatch)
     assert result.exit_code == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "\x1b" not in result.stderr and "\x07" not in result.stderr
     assert "\\x1b]0;owned\\x07" in result.stderr
+
+
+def test_a_path_the_file_system_refuses_is_one_line_not_a_traceback(tmp_path):
+    """`prepare --root` with a 300-byte component: ENAMETOOLONG from deep inside, shown as one Error line."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    root = tmp_path / ("d" * 300)
+    result = CliRunner().invoke(main, ["prepare", "digits", "--root", str(root)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == f"Error: {root}: File name too long"
