@@ -169,7 +169,8 @@ def finalize_run(ctx) -> str:
     (cell,) = load_cells(grid)[1]
     client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("smoke"))
-    trainer = trainer_for_cell(cell, rank=0, world_size=1, device=ctx["device"], wrap_model=None)
+    device = torch.device("cuda" if ctx["gpu"] else "cpu")  # a Tune trial's device: "cuda", no index
+    trainer = trainer_for_cell(cell, rank=0, world_size=1, device=device, wrap_model=None)
     trainer.run_epoch()
     finalize(cell, trainer, CellRunLogger(uri, run.info.run_id))
     tags = client.get_run(run.info.run_id).data.tags

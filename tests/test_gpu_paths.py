@@ -168,6 +168,14 @@ def test_gpu_cells_decode_with_a_thread_per_cpu_and_keep_their_ids(tmp_path, gri
     assert cpu.cell_id == gpu.cell_id == named.cell_id  # loading threads change speed, not what is trained
 
 
+def test_a_tune_trials_plain_cuda_device_gets_its_index(monkeypatch):
+    from training.trainer import worker_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert worker_device("cuda") == torch.device("cuda:0")  # torch.cuda.set_device refuses a plain "cuda"
+    assert worker_device("cuda:1") == torch.device("cuda:1") and worker_device("cpu") == torch.device("cpu")
+
+
 # --- item 6: an abandoned epoch closes its loader ---------------------------------------------------------
 def test_a_loop_that_breaks_closes_the_loaders_iterator():
     closed = []

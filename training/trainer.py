@@ -127,6 +127,15 @@ def evaluate(net: nn.Module, loader, *, eval_protocol: str, num_classes: int, de
     return 100.0 * top1 / max(count, 1), 100.0 * top5 / max(count, 1)
 
 
+def worker_device(device: torch.device | str) -> torch.device:
+    """`device` with its index: a Tune trial's plain "cuda" is the current device (Ray's CUDA_VISIBLE_DEVICES
+    leaves it the trial's own GPU), which `torch.cuda.set_device` and the checkpoint's RNG state need named."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 @contextmanager
 def epoch_batches(loader):
     """`iter(loader)`, closed on the way out: a loop that breaks early (a truncated epoch, `max_train_batches`,
@@ -174,7 +183,7 @@ class Trainer:
         self.cfg, self.arch, self.variant, self.seed, self.run_key = cfg, arch, variant, seed, run_key
         self.dataset_path = dataset_path
         self.rank, self.world_size = rank, world_size
-        self.device = torch.device(device)
+        self.device = worker_device(device)
         self.on_gpu = self.device.type == "cuda"
         if self.on_gpu:
             # this thread's device before any loader: FFCV's thread follows it instead of making a CUDA
