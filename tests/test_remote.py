@@ -94,9 +94,12 @@ def write_grid(tmp_path, grid_file):
 
 
 @pytest.fixture()
-def submit(write_grid):
+def submit(write_grid, monkeypatch):
     """`submit(uri, address)`: submits the grid and returns the message of the RemoteError it must fail with,
-    within seconds."""
+    within seconds. Checkpoints on the configs' shared mount: these fake heads are no `cluster up --local`
+    cluster, so they count as remote (tests/test_gpu_paths.py checks the storage refusal)."""
+    monkeypatch.setenv(remote.STORAGE_ENV, "/mnt/shared/ray_results")
+
     def run(uri: str, address: str) -> str:
         path = write_grid(uri)
         spec, cells = load_cells(path, check_data=False)
@@ -117,8 +120,7 @@ def test_nothing_listening_at_the_address(submit, monkeypatch):
     assert message.startswith(f"no Ray dashboard answers at {address}")
 
 
-def test_an_address_that_never_answers_times_out_within_seconds(submit, monkeypatch):
-    monkeypatch.setenv(remote.STORAGE_ENV, "/mnt/shared/ray_results")  # a remote cluster needs shared storage
+def test_an_address_that_never_answers_times_out_within_seconds(submit):
     # TEST-NET-1 (RFC 5737): never routed, so the connect either hangs until our timeout or fails at once
     message = submit("http://127.0.0.1:5000", "192.0.2.123:8265")
     assert "no Ray dashboard answers at http://192.0.2.123:8265" in message
