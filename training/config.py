@@ -73,7 +73,8 @@ class TrainConfig(BaseModel):
         "deterministic kernels only: torch.use_deterministic_algorithms, cuDNN deterministic without benchmarking, "
         "CUBLAS_WORKSPACE_CONFIG; GPU reruns then agree bit for bit, at a cost in speed (CPU runs already do)"))
     loader: LoaderName = Field("ffcv", description="ffcv (compiled, fast) or torch (a DataLoader over the same files)")
-    num_workers: int = Field(1, ge=0, le=256, description="data-loading threads (FFCV) or processes (torch) per worker")
+    num_workers: int = Field(1, ge=0, le=256, description=(
+        "data-loading threads (FFCV) or processes (torch) per worker; with use_gpu and not given, one per cpus_per_worker"))
     eval_protocol: EvalProtocol = Field("full", description=(
         "the final test's view: full, center, 10crop (Tables 2-3) or multiscale (Table 4, ImageNet only); "
         "also every epoch's unless epoch_eval_protocol is set"))
