@@ -450,6 +450,8 @@ def _explain(table: Table, tolerance: float) -> None:
     cells = [v for row in table.rows for v in row if isinstance(v, Stat)]
     if table.key != "cells":  # the cells table shows each run's own value
         table.protocol += f"; {STAT_WORDS}"
+    if any(c.startswith("Δ") for c in table.columns):
+        table.protocol += "; Δ: our best minus the paper's best"
     if any(c.reference is not None for c in cells):
         table.notes.append(legend(tolerance))
 

@@ -101,10 +101,15 @@ def _value(run: RunRecord, metric: str, histories: Histories) -> float | None:
     return found if found is not None else run.metric(metric)
 
 
-def _pair_key(run: RunRecord) -> tuple:
-    """What a run is apart from its network (seed and the other axes): runs with equal keys pair."""
-    axes = sorted((k, v) for k, v in run.tags.items() if k.startswith(cv.TAG_AXIS_PREFIX) and k not in _NETWORK_AXES)
-    return (*axes, ("seed", run.seed))
+def _pair_axes(runs: Sequence[RunRecord]) -> tuple[str, ...]:
+    """The axis tags that say what a run is apart from its network (seed and the other axes), over `runs`."""
+    names = set().union(*(r.tags.keys() for r in runs)) if runs else set()
+    return tuple(sorted(k for k in names if k.startswith(cv.TAG_AXIS_PREFIX) and k not in _NETWORK_AXES))
+
+
+def _pair_key(run: RunRecord, axes: tuple[str, ...]) -> tuple:
+    """Runs with equal keys are the same cell but for the network: they pair."""
+    return (*(run.tags.get(k) for k in axes), run.seed)
 
 
 def _paired(a: list[tuple[tuple, float]], b: list[tuple[tuple, float]]) -> list[float] | None:
@@ -171,13 +176,14 @@ def check_claims(index: RunIndex, settings: Settings, histories: HistoryReader |
               if r.metric(cv.M_LAYER_RESPONSE_MEAN) is None]  # older runs: from the per-layer history
     responses = histories(sorted(set(wanted)), (cv.M_LAYER_RESPONSE,)) if wanted and histories else {}
     measured: dict[tuple, tuple[list[tuple[tuple, float]], set[str]]] = {}  # a network is in several claims
+    axes = _pair_axes(index.done)
 
     def side(dataset: str | None, protocol: str | None, arch: str, metric: str):
         key = (dataset, protocol, arch, metric)
         if key not in measured:
             runs = [(r, v) for r in (index.get(dataset, protocol, arch) if dataset else [])
                     if (v := _value(r, metric, responses)) is not None]
-            measured[key] = [(_pair_key(r), v) for r, v in runs], {r.cell_id for r, _ in runs}
+            measured[key] = [(_pair_key(r, axes), v) for r, v in runs], {r.cell_id for r, _ in runs}
         return measured[key]
 
     results = []
