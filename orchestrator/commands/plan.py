@@ -103,5 +103,5 @@ def _power_line(claim: dict[str, Any]) -> str:
     p = "no p-value" if claim["p_value"] is None else f"p={claim['p_value']:.3g}"
     needed = (f"about {claim['seeds_needed']} seeds per network for {POWER:.0%} power" if claim["seeds_needed"]
               else "no spread or difference yet to estimate seeds from")
-    return (f"undecided: {claim['claim']} ({claim['dataset']}): {claim['n_a']} vs {claim['n_b']} runs, {p}; "
-            f"{needed}")
+    return (f"undecided: {claim['claim']} ({claim['dataset']}; {claim['source']}): {claim['n_a']} vs "
+            f"{claim['n_b']} runs, {p}; {needed}")
