@@ -72,3 +72,16 @@ def test_submit_to_a_cluster_keeps_mlflow_credentials_out_of_the_job(monkeypatch
     with pytest.raises(remote.RemoteError, match="carries a password") as info:
         remote.check_tracking(STORE, cluster_is_local=True)
     assert "hunter2" not in str(info.value) and "mlflow:***@db.internal" in str(info.value)
+
+
+def test_ui_on_a_store_that_does_not_answer_is_one_redacted_line_and_starts_nothing(tmp_path):
+    from cluster.net import free_port
+
+    store = f"postgresql+psycopg2://mlflow:hunter2@127.0.0.1:{free_port()}/mlflow"
+    started = time.monotonic()
+    result = subprocess.run([RESNETCTL, "ui", "--store", store, "--port", str(free_port())], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "hunter2" not in result.stderr, result.stderr
+    assert lines[0].startswith("Error: the tracking database postgresql+psycopg2://mlflow:***@127.0.0.1:")
+    assert time.monotonic() - started < 30 and list(tmp_path.iterdir()) == []

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from resnetctl import redaction
 from resnetctl.errors import UserError
 from resnetctl.redaction import redact_uri
 
@@ -43,20 +44,12 @@ def ui_command(backend_store_uri: str, host: str, port: int, allowed_hosts: tupl
     from cluster.mlflow_server import (
         ADMIN_PASSWORD_ENV,
         allowed_hosts_for,
-        refuse_open_without_auth,
         server_command,
         server_env,
         write_auth_config,
     )
 
-    if backend_store_uri.startswith(("http://", "https://")):
-        raise UserError(f"--store {backend_store_uri} is already a tracking server; open it in a browser instead")
-    if "://" not in backend_store_uri:
-        raise UserError(f"--store {backend_store_uri!r} is not a database URI (e.g. sqlite:///mlflow.db)")
-    refuse_open_without_auth(host, auth)
-    if auth and not os.environ.get(ADMIN_PASSWORD_ENV):
-        raise UserError(f"--auth needs the admin password in the environment variable {ADMIN_PASSWORD_ENV}")
-
+    _check_options(backend_store_uri, host, auth)
     with tempfile.TemporaryDirectory(prefix="resnetctl-ui-") as state:
         auth_config = None
         if auth:  # users live in ./basic_auth.db beside the store; the ini (no secrets) is temporary
@@ -76,6 +69,22 @@ def ui_command(backend_store_uri: str, host: str, port: int, allowed_hosts: tupl
                 webbrowser.open(link)
         code = _serve(cmd, env)
     sys.exit(code)
+
+
+def _check_options(backend_store_uri: str, host: str, auth: bool) -> None:
+    """UserError for a store the UI cannot serve (a server, not a database; one that does not answer) or a
+    server that would be open to the network without a login."""
+    from cluster.mlflow_server import ADMIN_PASSWORD_ENV, refuse_open_without_auth
+    from orchestrator.stores import check_store
+
+    if backend_store_uri.startswith(("http://", "https://")):
+        raise UserError(f"--store {backend_store_uri} is already a tracking server; open it in a browser instead")
+    if "://" not in backend_store_uri:
+        raise UserError(f"--store {backend_store_uri!r} is not a database URI (e.g. sqlite:///mlflow.db)")
+    refuse_open_without_auth(host, auth)
+    if auth and not os.environ.get(ADMIN_PASSWORD_ENV):
+        raise UserError(f"--auth needs the admin password in the environment variable {ADMIN_PASSWORD_ENV}")
+    check_store(backend_store_uri)  # one line naming the store, before a server starts on it
 
 
 def _serve(cmd: list[str], env: dict[str, str]) -> int:
@@ -99,7 +108,7 @@ def _grid_link(store_uri: str, grid: str | None, base_url: str) -> str | None:
     except ReportError as exc:
         if grid is not None:
             raise
-        click.echo(f"note: {exc}", err=True)
+        click.echo(f"note: {redaction.shown(str(exc))}", err=True)
         return None
     return runs_page(base_url, experiment_id)
 
