@@ -254,7 +254,6 @@ class GridSpec(_Strict):
             raise ValueError("budget.money needs price_per_gpu_hour")
         return self
 
-
     _source: str = PrivateAttr(default="<grid>")
     _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
     _grid_is_list: bool = PrivateAttr(default=False)
@@ -617,6 +616,7 @@ def _check_claims(spec: GridSpec) -> None:
             parse_claim(text, archs=archs, variant=variant)
         except ValueError as exc:
             raise spec.error(("claims", i), str(exc)) from None
+
 
 # ----------------------------------------------------------------------------- entry points
 def parse_grid(data: Any, source: str = "<grid>", lines: dict[Loc, int] | None = None) -> GridSpec:
