@@ -126,8 +126,9 @@ def load_backbone_state(uri: str, model_uri: str) -> dict[str, Any]:
     import mlflow
     import mlflow.pytorch
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    from orchestrator.tracking import using_store
+
+    with using_store(uri):
+        model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
     net = model.module if hasattr(model, "module") else model
     return net.state_dict()

@@ -36,12 +36,13 @@ def member_predictions(cell: EvalCell, uri: str, device) -> Iterator[tuple[Any, 
     import mlflow
     import mlflow.pytorch
 
+    from orchestrator.tracking import using_store
     from training.evaluation import predict
     from training.trainer import build_eval_loaders
 
-    mlflow.set_tracking_uri(uri)  # models:/ URIs resolve in the store's registry
     for member in cell.members:
-        net = mlflow.pytorch.load_model(member.model_uri, map_location=device)
+        with using_store(uri):  # models:/ URIs resolve in the store's registry
+            net = mlflow.pytorch.load_model(member.model_uri, map_location=device)
         loaders = build_eval_loaders(_data_config(cell, member), cell.dataset_path, {cell.split},
                                      protocol=cell.protocol, batch_size=cell.batch_size, rank=0, world_size=1,
                                      seed=0, device=device, channels_last=False)

@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,39 @@ DEFAULT_DB_NAME = "mlflow.db"
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    # the registry explicitly too: MLflow's default is the process-wide registry URI, which anything in the
+    # process may have set (`mlflow.set_registry_uri`), and a cell's model belongs in its own store
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextmanager
+def using_store(uri: str):
+    """MLflow's fluent API and `models:/` URIs on `uri` (tracking and registry) for the block, then as before.
+
+    The fluent API reads process-wide settings, which `mlflow.set_tracking_uri`/`set_registry_uri` also
+    copy into MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI for every child process, and which a `None` does not
+    fully undo; so the previous state is saved and put back exactly: a driver, an evaluation trial or a test
+    that touched one store never leaves the next one's models registered in (or loaded from) it.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_state
+    from mlflow.tracking._tracking_service import utils as tracking_state
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved_env = {name: os.environ.get(name) for name in names}
+    saved = (tracking_state._tracking_uri, registry_state._registry_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        registry_state._registry_uri = saved[1]
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def absolute_sqlite_uri(uri: str, base: str | Path | None = None) -> str:
@@ -366,9 +399,8 @@ class CellRunLogger:
         registered = self._client.search_model_versions(f"run_id = '{self.run_id}'")
         if registered:
             return f"models:/{registered[0].name}/{registered[0].version}"
-        mlflow.set_tracking_uri(self.uri)
         requirements = [f"torch=={torch.__version__.split('+')[0]}", "resnetctl"]
-        with mlflow.start_run(run_id=self.run_id):
+        with using_store(self.uri), mlflow.start_run(run_id=self.run_id):
             info = mlflow.pytorch.log_model(
                 model,
                 name=cv.ARTIFACT_MODEL,

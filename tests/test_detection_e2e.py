@@ -37,17 +37,17 @@ def register_imagenet_net(uri: str, arch: str = "resnet18-B", **params: str) -> 
     import mlflow.pytorch
 
     from models import build_from_name
+    from orchestrator.tracking import using_store
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    mlflow.set_experiment("imagenet-table3")
-    torch.manual_seed(0)
-    with mlflow.start_run(tags={cv.TAG_ARCH: arch, cv.TAG_GRID: "imagenet-table3"}) as run:
-        mlflow.log_params({"variant": "imagenet", "train.normalization": "pixel_mean", "train.stride_in_1x1": "True",
-                           **params})
-        mlflow.pytorch.log_model(build_from_name(arch, variant="imagenet"), name="model",
-                                 serialization_format="pickle", registered_model_name=f"imagenet-{arch}",
-                                 pip_requirements=["torch"])
+    with using_store(uri):  # MLflow's process-wide URIs, restored after: later tests see their own stores
+        mlflow.set_experiment("imagenet-table3")
+        torch.manual_seed(0)
+        with mlflow.start_run(tags={cv.TAG_ARCH: arch, cv.TAG_GRID: "imagenet-table3"}) as run:
+            mlflow.log_params({"variant": "imagenet", "train.normalization": "pixel_mean", "train.stride_in_1x1": "True",
+                               **params})
+            mlflow.pytorch.log_model(build_from_name(arch, variant="imagenet"), name="model",
+                                     serialization_format="pickle", registered_model_name=f"imagenet-{arch}",
+                                     pip_requirements=["torch"])
     return run.info.run_id
 
 

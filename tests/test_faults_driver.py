@@ -26,7 +26,7 @@ from orchestrator import conventions as cv
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 3
+EPOCHS = 6  # a wide window: the kill must land after the second cell's first checkpoint and before its last epoch
 
 
 
