@@ -490,7 +490,14 @@ def _allowed_keys(parent: Loc, root: type[BaseModel]) -> list[str]:
     return list(model.model_fields)
 
 
-_REPR = reprlib.Repr()  # builds at most a few dozen characters of a value, however large the value is
+class _ShortRepr(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:  # repr() itself refuses past 4300 digits; the digits say nothing here anyway
+            return f"<an integer of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _ShortRepr()  # builds at most a few dozen characters of a value, however large the value is
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 2, 6, 6, 4, 6
 _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 60, 40, 60
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -194,7 +195,11 @@ def test_grid_loading_imports_nothing_heavy(tmp_path):
         heavy = sorted(m for m in ("torch", "ray", "mlflow", "ffcv", "numba", "sqlalchemy") if m in sys.modules)
         print(len(cells), heavy)
     """)
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    # a fresh working directory: no ./mlflow.db whose finished runs `plan` would read to calibrate its estimate
+    workdir = tmp_path / "fresh"
+    workdir.mkdir()
+    out = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "4 []"
 
