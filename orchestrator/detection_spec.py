@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, create_model, field_validator
+from pydantic import Field, ValidationError, create_model, field_validator
 
 from models.arch import Shortcut, arch_name, default_shortcut, layout_problem
 from orchestrator.cells import Resources
@@ -31,7 +31,7 @@ from orchestrator.expand import MAX_CELLS, _label_value, _scaled_milestones
 from orchestrator.spec import (
     MAX_AXIS_VALUES,
     Depth,
-    GridError,
+    GridFile,
     Loc,
     Seed,
     TrackingSpec,
@@ -39,7 +39,6 @@ from orchestrator.spec import (
     _freeze,
     _Overrides,
     _path_string,
-    _raw_loc,
     _short,
     _Strict,
     validation_error,
@@ -107,7 +106,7 @@ class DetectionDatasetSpec(_Strict):
         return self.path if dataset == self.name else None
 
 
-class DetectionGridSpec(_Strict):
+class DetectionGridSpec(GridFile):
     """A validated detection grid; built by `parse_detection_grid` (the front door dispatches on `task:`)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -118,28 +117,13 @@ class DetectionGridSpec(_Strict):
     resources: Resources = Field(default_factory=Resources)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
-    _source: str = PrivateAttr(default="<grid>")
-    _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
-    _grid_is_list: bool = PrivateAttr(default=False)
-
     @field_validator("grid", mode="before")
     @classmethod
     def _one_block_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value
 
-    @property
-    def source(self) -> str:
-        return self._source
-
-    @property
-    def experiment_name(self) -> str:
-        return self.tracking.experiment or self.name
-
     def datasets(self) -> list[str]:
         return [self.dataset.name]
-
-    def error(self, loc: Loc, text: str) -> GridError:
-        return GridError.at_path(self._source, self._lines, _raw_loc(loc, self._grid_is_list), text)
 
 
 def _check_axes(spec: DetectionGridSpec) -> None:

@@ -28,10 +28,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from orchestrator.cells import Resources
-from orchestrator.spec import DatasetSpec, GridError, Loc, Seed, TrackingSpec, _Strict, validation_error
+from orchestrator.spec import (
+    DatasetSpec,
+    GridError,
+    GridFile,
+    Loc,
+    Seed,
+    TrackingSpec,
+    _Strict,
+    validation_error,
+)
 from pipelines.catalog import VARIANT_OF, EvalProtocol, LoaderName
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # grid and ensemble names (the training grid's rule)
@@ -86,7 +95,7 @@ class EvaluateSpec(_Strict):
         return self
 
 
-class EvalGridSpec(_Strict):
+class EvalGridSpec(GridFile):
     """A validated evaluation grid. Build it with `parse_eval_grid` (the front door dispatches on `evaluate:`)."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -95,23 +104,8 @@ class EvalGridSpec(_Strict):
     resources: Resources = Field(default_factory=Resources)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
-    _source: str = PrivateAttr(default="<grid>")
-    _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
-
-    @property
-    def source(self) -> str:
-        return self._source
-
-    @property
-    def experiment_name(self) -> str:
-        return self.tracking.experiment or self.name
-
     def datasets(self) -> list[str]:
         return [self.dataset.name] if self.dataset.name else []
-
-    def error(self, loc: Loc, text: str) -> GridError:
-        """A GridError at `loc` (a path into the file, as in `evaluate.models[0].grid`) with its line."""
-        return GridError.at_path(self._source, self._lines, loc, text)
 
 
 def is_evaluation_grid(data: Any) -> bool:

@@ -232,7 +232,28 @@ class BudgetSpec(_Strict):
         return self
 
 
-class GridSpec(_Strict):
+class GridFile(_Strict):
+    """What every kind of grid file (training, evaluation, detection) shares: where it was read from, so an
+    error names FILE:LINE: field, and the MLflow experiment its runs go to. No fields: each kind declares its own."""
+
+    _source: str = PrivateAttr(default="<grid>")
+    _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
+    _grid_is_list: bool = PrivateAttr(default=False)
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def error(self, loc: Loc, text: str) -> GridError:
+        """A GridError at `loc` (a path into the file, as in `grid[0].depth[2]`) with its line."""
+        return GridError.at_path(self._source, self._lines, _raw_loc(loc, self._grid_is_list), text)
+
+
+class GridSpec(GridFile):
     """A validated grid file. Build it with `load_grid` (or `parse_grid` for data already loaded)."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -254,22 +275,10 @@ class GridSpec(_Strict):
             raise ValueError("budget.money needs price_per_gpu_hour")
         return self
 
-    _source: str = PrivateAttr(default="<grid>")
-    _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
-    _grid_is_list: bool = PrivateAttr(default=False)
-
     @field_validator("grid", mode="before")
     @classmethod
     def _one_block_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value
-
-    @property
-    def source(self) -> str:
-        return self._source
-
-    @property
-    def experiment_name(self) -> str:
-        return self.tracking.experiment or self.name
 
     def datasets(self) -> list[str]:
         """Every dataset a cell of this grid trains on, in first-use order."""
@@ -280,9 +289,6 @@ class GridSpec(_Strict):
                     names.append(name)
         return names
 
-    def error(self, loc: Loc, text: str) -> GridError:
-        """A GridError at `loc` (a path into the file, as in `grid[0].depth[2]`) with its line."""
-        return GridError.at_path(self._source, self._lines, _raw_loc(loc, self._grid_is_list), text)
 
 
 def _freeze(value: Any) -> Any:
