@@ -39,8 +39,8 @@ from orchestrator.spec import (
     _freeze,
     _Overrides,
     _path_string,
-    _short,
     _Strict,
+    check_axis_values,
     validation_error,
 )
 from pipelines.detection_catalog import DETECTION_TASK, DetectionDatasetName
@@ -129,15 +129,7 @@ class DetectionGridSpec(GridFile):
 def _check_axes(spec: DetectionGridSpec) -> None:
     """Repeated axis values, axes also given in `train:`, and backbones that are not ImageNet ResNets."""
     for b, block in enumerate(spec.grid):
-        for axis, values in block.values().items():
-            first: dict[Any, int] = {}
-            for i, value in enumerate(values):
-                key = (type(value).__name__, _freeze(value))
-                if key in first:
-                    raise spec.error(("grid", b, axis, i), f"{_short(value)} repeats {axis}[{first[key]}]")
-                first[key] = i
-            if axis in spec.train.model_fields_set:
-                raise spec.error(("grid", b, axis), f"also set in train.{axis}; give it in one place")
+        check_axis_values(spec, b, block)
         for i, depth in enumerate(block.depth):
             problem = layout_problem(depth, "imagenet")
             if problem:

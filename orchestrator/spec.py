@@ -558,19 +558,24 @@ def validation_error(exc: ValidationError, source: str, lines: dict[Loc, int], g
 
 
 # ----------------------------------------------------------------------------- checks
+def check_axis_values(spec, b: int, block) -> None:
+    """A block's axes (training or detection grid): no value twice, no axis also set in `train:`."""
+    for axis, values in block.values().items():
+        first: dict[Any, int] = {}
+        for i, value in enumerate(values):
+            key = (type(value).__name__, _freeze(value))
+            if key in first:
+                raise spec.error(("grid", b, axis, i), f"{_short(value)} repeats {axis}[{first[key]}]")
+            first[key] = i
+        if axis in spec.train.model_fields_set:
+            raise spec.error(("grid", b, axis), f"also set in train.{axis}; give it in one place")
+
+
 def _check(spec: GridSpec) -> GridSpec:
     """Cross-field rules pydantic cannot see: datasets and their paths, depths, duplicates."""
     data = spec.dataset
     for b, block in enumerate(spec.grid):
-        for axis, values in block.values().items():
-            first: dict[Any, int] = {}
-            for i, value in enumerate(values):
-                key = (type(value).__name__, _freeze(value))
-                if key in first:
-                    raise spec.error(("grid", b, axis, i), f"{_short(value)} repeats {axis}[{first[key]}]")
-                first[key] = i
-            if axis in spec.train.model_fields_set:
-                raise spec.error(("grid", b, axis), f"also set in train.{axis}; give it in one place")
+        check_axis_values(spec, b, block)
         if block.dataset is None and data.name is None:
             raise spec.error(("dataset", "name"), "required (or give a grid.dataset axis)")
         if block.dataset is not None and data.name is not None and data.name not in block.dataset:
