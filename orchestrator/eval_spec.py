@@ -41,7 +41,7 @@ from orchestrator.spec import (
     _Strict,
     validation_error,
 )
-from pipelines.catalog import VARIANT_OF, EvalProtocol, LoaderName
+from pipelines.catalog import VARIANT_OF, EvalProtocol, LoaderName, loader_problem
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # grid and ensemble names (the training grid's rule)
 MAX_SOURCES = 1000
@@ -85,7 +85,7 @@ class EvaluateSpec(_Strict):
     models: Annotated[list[ModelSource], Field(max_length=MAX_SOURCES)] = Field(default_factory=list)
     ensembles: Annotated[list[EnsembleSpec], Field(max_length=MAX_SOURCES)] = Field(default_factory=list)
     batch_size: int = Field(64, ge=1, le=65_536, description="images per batch (each scored in every view)")
-    loader: LoaderName = Field("ffcv", description="ffcv or torch, as in training")
+    loader: LoaderName = Field("ffcv", description="ffcv, torch or device, as in training")
     num_workers: int = Field(1, ge=0, le=256, description="data-loading threads (FFCV) or processes (torch)")
 
     @model_validator(mode="after")
@@ -130,6 +130,8 @@ def _check(spec: EvalGridSpec) -> EvalGridSpec:
         if protocol == "multiscale" and VARIANT_OF[data.name] != "imagenet":
             raise spec.error(("evaluate", "protocol", i),
                              f"multiscale testing is for ImageNet-size images, not {data.name}")
+    if loader_problem(spec.evaluate.loader, data.name):
+        raise spec.error(("evaluate", "loader"), loader_problem(spec.evaluate.loader, data.name))
     names: dict[str, int] = {}
     for i, ensemble in enumerate(spec.evaluate.ensembles):
         if ensemble.name in names:

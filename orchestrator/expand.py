@@ -19,7 +19,7 @@ from orchestrator.cells import Cell
 from orchestrator.conventions import run_name
 from orchestrator.presets import WARMUP_FIELDS, preset
 from orchestrator.spec import AXES, CELL_AXES, GridSpec, Loc
-from pipelines.catalog import VARIANT_OF
+from pipelines.catalog import VARIANT_OF, loader_problem
 from training.config import TrainConfig
 
 MAX_CELLS = 100_000  # even with --yes: beyond this a grid is a typo, not an experiment
@@ -70,6 +70,8 @@ def resolve_train(dataset: str, depth: int, overrides: dict[str, Any]) -> tuple[
     for name in ("eval_protocol", "epoch_eval_protocol"):
         if values.get(name) == "multiscale" and VARIANT_OF[dataset] != "imagenet":
             problems.append((name, f"multiscale testing is for ImageNet-size images, not {dataset}"))
+    if loader_problem(values.get("loader"), dataset):
+        problems.append(("loader", loader_problem(values["loader"], dataset)))
     schedule = [name for name in SCHEDULE_FIELDS if values.get(name) is not None]
     if not schedule:
         problems.append(("iterations", "the schedule needs iterations or epochs"))

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 DatasetName = Literal["cifar10", "cifar100", "imagenet", "digits"]
-# ffcv: FFCV's compiled Loader (fast); torch: a torchvision-style DataLoader over the same .beton files
-LoaderName = Literal["ffcv", "torch"]
+# ffcv: FFCV's compiled Loader (fast); torch: a torchvision-style DataLoader over the same .beton files;
+# device: the whole uint8 split held on the training device, augmented there in batched torch ops (32x32 data only)
+LoaderName = Literal["ffcv", "torch", "device"]
 # full: 32x32 as is, ImageNet the centre 256 square; center: resize 256, centre 224 (single view);
 # 10crop: corners + centre and their mirrors (paper Tables 2-3); multiscale: Table 4's fully
 # convolutional testing at shorter sides 224-640 (ImageNet-size data only)
@@ -42,4 +43,15 @@ TRAIN_IMAGES: dict[str, dict[str, int]] = {
     "digits": {"train": 1_258},
     "imagenet": {"train": 1_281_167},
 }
+
+
+def loader_problem(loader: str, dataset: str) -> str | None:
+    """Why `loader` cannot read `dataset`, or None: the device loader holds a whole split in device memory, which
+    only 32x32 data (CIFAR, digits: 150 MB for CIFAR's 50k) make sensible; ImageNet's 1.28M JPEGs do not."""
+    if loader == "device" and VARIANT_OF[dataset] != "cifar":
+        return (f"loader 'device' holds a whole 32x32 split on the training device; {dataset} is ImageNet-size "
+                "(use ffcv or torch)")
+    return None
+
+
 assert set(VARIANT_OF) == set(NUM_CLASSES) == set(TRAIN_IMAGES) == set(DATASETS)

@@ -1,6 +1,7 @@
-"""Sharded, seeded loaders over a prepared dataset: FFCV `Loader` or a torchvision-style `DataLoader`.
+"""Sharded, seeded loaders over a prepared dataset: FFCV `Loader` or a torchvision-style `DataLoader`
+(and, for 32x32 data, the device-resident loader of `pipelines.device_loader`).
 
-Both paths read the same `.beton` files, visit the same sample order (`shard_positions`), apply
+The paths read the same `.beton` files, visit the same sample order (`shard_positions`), apply
 the same augmentation geometry (`pipelines.augment`) and yield `(images, labels)`: float32 NCHW
 normalised images (or (B, 10, C, H, W) for the 10-crop protocol) and int64 labels.
 
@@ -136,10 +137,13 @@ class _Normalizer:
         """(B, C, H, W) uint8 -> float32, with the per-channel (mean, std) applied."""
         return (images.float() - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
 
-    def finish(self, images: torch.Tensor, epoch: int, indices: np.ndarray) -> torch.Tensor:
+    def finish(self, images: torch.Tensor, epoch: int, indices: np.ndarray,
+               flip_translate: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """(B, C, H, W) float after `from_uint8` -> what the loader yields (the batch may be changed in place).
 
         `indices`: the batch's sample indices, which with (seed, epoch) decide its training draws (`pipelines.draws`).
+        `flip_translate`: the batch's `flip_translate_draws` where the caller drew them already (the device loader
+        draws a whole epoch's at once, so that no batch waits on a host-to-device copy).
         """
         view = self.spec.view
         if self.pixel_mean is not None:
@@ -148,7 +152,7 @@ class _Normalizer:
             shift = lighting_offsets(self.spec.lighting, self.spec.seed, epoch, indices).to(self.std.device)
             images = images.add_((shift / self.std).view(-1, 3, 1, 1))
         if view.train and view.small:  # after the mean image is subtracted: see pipelines.augment
-            flips, offsets = flip_translate_draws(CIFAR_PAD, self.spec.seed, epoch, indices)
+            flips, offsets = flip_translate or flip_translate_draws(CIFAR_PAD, self.spec.seed, epoch, indices)
             images = random_flip_translate(images, CIFAR_PAD, self.pad_value, flips, offsets)
         if view.ten_crop:
             if view.small:
@@ -331,10 +335,14 @@ class _ShardBatches(torch.utils.data.Sampler):
             yield positions[start * self.spec.batch_size : (start + 1) * self.spec.batch_size].tolist()
 
     def __len__(self) -> int:
-        count = len(self._positions())
-        if self.spec.drop_last:
-            return count // self.spec.batch_size
-        return -(-count // self.spec.batch_size)
+        return batch_count(len(self._positions()), self.spec)
+
+
+def batch_count(positions: int, spec: LoaderSpec) -> int:
+    """Batches in an epoch of `positions` samples: the last partial one dropped or kept, as `drop_last` says."""
+    if spec.drop_last:
+        return positions // spec.batch_size
+    return -(-positions // spec.batch_size)
 
 
 def _collate(batch: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -407,6 +415,9 @@ def _check_options(manifest: dict[str, Any], root: Path, split: str, *, train: b
         raise ValueError(f"normalization='pixel_mean' needs the mean image of split {stats_split!r}, which {root} "
                          "lacks (prepared before resnetctl stored one per training split: run `resnetctl prepare` "
                          "again)")
+    if loader == "device" and int(manifest["image_size"]) > SMALL_IMAGE:
+        raise ValueError(f"loader='device' holds a whole split on the device: for 32x32 data, not "
+                         f"{manifest['image_size']}px images (use ffcv or torch)")
     if eval_protocol == "multiscale" and int(manifest["image_size"]) <= SMALL_IMAGE:
         raise ValueError(f"eval_protocol='multiscale' is for ImageNet-size images, not {manifest['image_size']}px ones")
     if not 0 <= lighting <= 10:
@@ -470,4 +481,8 @@ def build_loader(
         lighting=float(lighting),
         stats_split=stats_split,
     )
+    if loader == "device":
+        from pipelines.device_loader import DeviceImageLoader  # it builds on this module's pieces
+
+        return DeviceImageLoader(spec)
     return FFCVImageLoader(spec) if loader == "ffcv" else TorchImageLoader(spec)

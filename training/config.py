@@ -72,7 +72,9 @@ class TrainConfig(BaseModel):
     deterministic: bool = Field(False, description=(
         "deterministic kernels only: torch.use_deterministic_algorithms, cuDNN deterministic without benchmarking, "
         "CUBLAS_WORKSPACE_CONFIG; GPU reruns then agree bit for bit, at a cost in speed (CPU runs already do)"))
-    loader: LoaderName = Field("ffcv", description="ffcv (compiled, fast) or torch (a DataLoader over the same files)")
+    loader: LoaderName = Field("ffcv", description=(
+        "ffcv (compiled, fast), torch (a DataLoader over the same files) or device (32x32 data only: the whole "
+        "split held on the training device, augmented there in batched torch ops; the torch loader's batches)"))
     num_workers: int = Field(1, ge=0, le=256, description=(
         "data-loading threads (FFCV) or processes (torch) per worker; with use_gpu and not given, one per cpus_per_worker"))
     eval_protocol: EvalProtocol = Field("full", description=(
