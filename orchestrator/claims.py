@@ -45,10 +45,12 @@ class Claim:
         return f"{self.better} < {self.worse}" + (f" on {self.metric}" if self.metric else "")
 
 
-def settings_json(claims: Sequence[str], tolerance: float, alpha: float) -> str:
+def settings_json(claims: Sequence[str], tolerance: float, alpha: float,
+                  price_per_gpu_hour: float | None = None) -> str:
     """What `submit` records for the report (experiment tag `cv.verdicts_tag(grid)`): the grid's claims and
-    verdict settings; `report.verdicts.settings_for` reads it back."""
-    return json.dumps({"claims": list(claims), "tolerance": tolerance, "alpha": alpha})
+    verdict settings, and its price per GPU-hour (each cell's cost); `report.verdicts.settings_for` reads it back."""
+    return json.dumps({"claims": list(claims), "tolerance": tolerance, "alpha": alpha,
+                       "price_per_gpu_hour": price_per_gpu_hour})
 
 
 def default_metric(dataset: str | None) -> str:

@@ -112,7 +112,8 @@ def run_grid(
         from orchestrator.claims import settings_json
 
         tracking.record_verdict_settings(uri, experiment_id, spec.name,
-                                         settings_json(spec.claims, spec.verdicts.tolerance, spec.verdicts.alpha))
+                                         settings_json(spec.claims, spec.verdicts.tolerance, spec.verdicts.alpha,
+                                                       getattr(spec, "price_per_gpu_hour", None)))
     todo = _cells_to_run(uri, experiment_id, cells, restart=restart, storage_path=storage_path)
     skipped = len(cells) - len(todo)
     todo, held = within_budget(spec, cells, todo)  # a grid `budget:` starts only the cells it covers
