@@ -200,7 +200,10 @@ def test_table6_markdown_numbers_means_paper_column_and_empty_marks(store):
     assert rows["110"]["plain err"] == "–"
     assert [rows["32"][k] for k in ("ResNet err", "plain err", "Δ ResNet", "runs")] == ["–"] * 4
     assert rows["32"]["ResNet err (paper)"] == "7.51" and rows["1202"]["params (paper)"] == "19.4M"
-    assert rows["20"]["worker-h"] == "0.60" and rows["20"]["GPU-h"] == "0.30"
+    # each cell's cost beside it: its three finished runs' own gpu_hours (0.05 each), summed
+    assert rows["20"]["plain cost"] == "0.15 GPU-h" and rows["20"]["ResNet cost"] == "0.15 GPU-h"
+    assert rows["56"]["ResNet cost"] == "0.28 GPU-h"  # two finished seeds: the failed one logged no hours
+    assert rows["32"]["ResNet cost"] == "–"
     assert "missing: 2 planned cell(s) without a finished run: resnet56-A (1), resnet110-A (1)" in result.output
     assert "not in this grid: resnet32-A, resnet44-A, resnet1202-A" in result.output
     assert "compute: 3.10 worker-hours, 1.55 GPU-hours" in result.output
@@ -252,8 +255,8 @@ def test_latex_keeps_the_paper_row_order_and_escapes(store):
     body = table3.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
     labels = [line.split(" & ")[0] for line in body.strip().splitlines()]
     assert labels == [row.label for row in paper.TABLE3]
-    assert r"\begin{tabular}{lrrrrrrrrr}" in table3 and r"\toprule" in table3
-    assert r"ResNet-50 & 24.00 (n=1) ? & 22.85 & +1.15 & 8.00 (n=1) ? & 6.71 & +1.29 & 1/1 & 2.00 & 1.00 \\" in body
+    assert r"\begin{tabular}{lrrrrrrrr}" in table3 and r"\toprule" in table3
+    assert r"ResNet-50 & 24.00 (n=1) ? & 22.85 & +1.15 & 8.00 (n=1) ? & 6.71 & +1.29 & 1/1 & 1.00 GPU-h \\" in body
     assert r"ResNet-101 & -- & 21.75 & -- & -- & 6.05" in body
     assert r"val\_err" in table3 and "%" not in table3.replace(r"\%", "")
     assert r"\$" not in result.output and result.output.count(r"\begin{table}") == result.output.count(r"\end{table}")

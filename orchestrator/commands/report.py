@@ -17,7 +17,8 @@ _SUFFIX = {"md": "md", "latex": "tex", "html": "html", "json": "json"}
 @click.option("--grid", default=None, help="Grid name (its MLflow experiment); default: the store's only grid.")
 @click.option("--experiment", default=None, help="MLflow experiment to read, when not named after the grid.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True,
-              help="md prints to the terminal; html is one self-contained page with the figures embedded.")
+              help="md prints to the terminal; html is one self-contained page: the verdicts first, then the tables, "
+                   "then the figures embedded with captions and alt text.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the report (and the figures as PNG) into this folder instead of printing it.")
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=DEFAULT_STORE, show_default=True,
@@ -32,11 +33,14 @@ _SUFFIX = {"md": "md", "latex": "tex", "html": "html", "json": "json"}
                    f"(default: the grid's verdicts.tolerance, else {DEFAULT_TOLERANCE:g}).")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help=f"Significance level of the claims' t-tests (default: the grid's, else {DEFAULT_ALPHA:g}).")
+@click.option("--price-per-gpu-hour", type=click.FloatRange(0, 1e6, min_open=True), default=None,
+              help="Money per GPU-hour for each cell's cost (default: the grid's price_per_gpu_hour, as submit "
+                   "recorded it; without one the cost is in hours only).")
 def report_command(grid: str | None, experiment: str | None, fmt: str, out_dir: Path | None, tracking_uri: str,
                    rows: str | None, cols: str | None, metric: str | None, figures: bool, tolerance: float | None,
-                   alpha: float | None) -> None:
+                   alpha: float | None, price_per_gpu_hour: float | None) -> None:
     """Print the paper's tables (6, 2, 3, 4) with our numbers beside the paper's and verdicts, the claims tested,
-    and the compute used."""
+    and what each cell cost."""
     from orchestrator.report.render import render
     from orchestrator.report.source import open_reader, select_runs
     from orchestrator.report.verdicts import build_report
@@ -44,13 +48,13 @@ def report_command(grid: str | None, experiment: str | None, fmt: str, out_dir: 
     reader = open_reader(tracking_uri)  # a ReportError (bad store, no such grid) is a UserError: one line, exit 2
     selection = select_runs(reader, grid=grid, experiment=experiment)
     report = build_report(selection, reader.histories, rows=rows, cols=cols, metric=metric, tolerance=tolerance,
-                          alpha=alpha)
+                          alpha=alpha, price_per_gpu_hour=price_per_gpu_hour)
 
-    drawn: dict = {}
+    drawn: list = []
     if figures and (out_dir is not None or fmt == "html"):
-        from orchestrator.report.figures import build_figures, png_bytes
+        from orchestrator.report.figures import build_report_figures
 
-        drawn = {name: png_bytes(fig) for name, fig in build_figures(selection.runs, reader).items()}
+        drawn = build_report_figures(selection.runs, reader)
     text = render(fmt, selection, report.tables, drawn, report.claims, report.settings.to_json())
     if out_dir is None:
         click.echo(text)
@@ -59,7 +63,7 @@ def report_command(grid: str | None, experiment: str | None, fmt: str, out_dir: 
         click.echo(str(path))
 
 
-def _write(out_dir: Path, fmt: str, text: str, tables: list, drawn: dict[str, bytes]) -> list[Path]:
+def _write(out_dir: Path, fmt: str, text: str, tables: list, drawn: list) -> list[Path]:
     """The report (CSV: one file per table) and the figures as PNG into `out_dir`; the paths written."""
     from orchestrator.report.render import table_to_csv
 
@@ -73,7 +77,7 @@ def _write(out_dir: Path, fmt: str, text: str, tables: list, drawn: dict[str, by
         written.append(out_dir / f"report.{_SUFFIX[fmt]}")
         written[-1].write_text(text)
     if fmt != "html":
-        for name, png in drawn.items():
-            written.append(out_dir / f"{name}.png")
-            written[-1].write_bytes(png)
+        for figure in drawn:  # report.figures.ReportFigure
+            written.append(out_dir / f"{figure.name}.png")
+            written[-1].write_bytes(figure.png)
     return written

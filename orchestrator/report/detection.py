@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from orchestrator import conventions as cv
 from orchestrator.detection_presets import detection_preset
 from orchestrator.report import paper
+from orchestrator.report.cost import cost_of
 from orchestrator.report.records import RunRecord
-from orchestrator.report.tables import EMPTY, Delta, Hours, RunIndex, Stat, Table, _hours, latest_finished
+from orchestrator.report.tables import EMPTY, Delta, RunIndex, Stat, Table, cell_cost, latest_finished
 
 VOC = ("voc2007", "voc2012")
 
@@ -102,26 +103,26 @@ def _table(grid: RunIndex, key: str, title: str, datasets: tuple[str, ...], colu
     done = latest_finished(planned)
     table = Table(key, title, f"ours: {_ours_words(done)}; {how}; paper: {paper_protocol}",
                   ("network", "init", columns[0], f"{columns[0]} (paper)", "Δ", columns[1], f"{columns[1]} (paper)",
-                   "Δ", "runs", "worker-h", "GPU-h"))
+                   "Δ", "runs", "cost"))
     by_arch = {row.arch: row for row in rows if row.arch}
     groups = _group(done)
     for row in rows:
         if row.arch is None or row.arch not in {arch for arch, _, _ in groups}:
             table.rows.append((row.label, "ImageNet (paper)", EMPTY, row.first, EMPTY, EMPTY, row.second, EMPTY,
-                               EMPTY, EMPTY, EMPTY))
+                               EMPTY, EMPTY))
     for (arch, init, arrangement), runs in groups.items():
         ref = by_arch.get(arch)
         label = (ref.label if ref else arch) + (" (FPN)" if arrangement == "fpn" else "")
         first, second = (_map([r for r in runs if r.dataset == d], m) for d, m in metrics)
         table.rows.append((label, _init_words(init), first, ref.first if ref else EMPTY, _delta(first, ref and ref.first),
                            second, ref.second if ref else EMPTY, _delta(second, ref and ref.second), len(runs),
-                           Hours(_hours(runs, cv.M_WORKER_HOURS)), Hours(_hours(runs, cv.M_GPU_HOURS))))
+                           cell_cost(runs, grid.price)))
     table.missing = len({r.cell_id for r in planned} - {r.cell_id for r in done})
     if table.missing:
         table.notes.append(f"missing: {table.missing} planned cell(s) without a finished run")
     table.notes.append("VGG-16 is not one of our networks: its row is the paper's alone")
     table.notes += [f"departure: {phrase}" for phrase in _departures(done)]
-    table.worker_hours, table.gpu_hours = _hours(done, cv.M_WORKER_HOURS), _hours(done, cv.M_GPU_HOURS)
+    table.cost = cost_of(done, grid.price)
     return table
 
 

@@ -1,7 +1,9 @@
 """The paper's figures from metric histories: training curves (Figs. 4 and 6) and layer responses (Fig. 7).
 
 Figures are built as `matplotlib.figure.Figure` objects (no pyplot state, Agg canvas), so tests
-can inspect their lines and the CLI can save them as PNG files or embed them in HTML.
+can inspect their lines and the CLI can save them as PNG files or embed them in HTML. Each comes
+with a caption (which paper figure, which runs) and alt text (what the lines show, with their
+last values) for the HTML page, both from the same runs and histories as the lines.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import io
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 
 from matplotlib.figure import Figure
 
@@ -18,6 +22,22 @@ from orchestrator.report.tables import latest_finished
 
 HISTORY_KEYS = (cv.M_TRAIN_ERR, cv.M_VAL_ERR, cv.M_TEST_ERR, cv.M_ITERATION, cv.M_LAYER_RESPONSE)
 _FIGURE_NAMES = {"cifar10": "fig6", "imagenet": "fig4"}
+_PAPER_FIGURES = {"fig6": "Fig. 6 (CIFAR-10 training curves)", "fig4": "Fig. 4 (ImageNet training curves)",
+                  "curves": "Training curves in the manner of Figs. 4 and 6"}
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """A drawn figure with what a reader needs beside it: a caption and alt text."""
+
+    name: str  # file stem: "fig6_cifar10_curves"
+    figure: Figure
+    caption: str  # which paper figure, which runs
+    alt: str  # what the image shows, for a reader who cannot see it
+
+    @cached_property
+    def png(self) -> bytes:
+        return png_bytes(self.figure)
 
 
 def mean_series(runs: Sequence[RunRecord], histories: Histories, key: str) -> list[tuple[int, float]]:
@@ -101,21 +121,93 @@ def layer_responses(dataset: str, runs: Sequence[RunRecord], histories: Historie
     return fig
 
 
-def build_figures(runs: Sequence[RunRecord], reader: StoreReader) -> dict[str, Figure]:
-    """Every figure the finished runs support, keyed by file stem ("fig6_cifar10_curves")."""
+def build_report_figures(runs: Sequence[RunRecord], reader: StoreReader) -> list[ReportFigure]:
+    """Every figure the finished runs support, with its caption and alt text, in file-stem order."""
     done = latest_finished(runs)
     histories = reader.histories([r.run_id for r in done], HISTORY_KEYS)
     by_dataset: dict[str, list[RunRecord]] = defaultdict(list)
     for run in done:
         by_dataset[run.dataset or "unknown"].append(run)
-    figures: dict[str, Figure] = {}
+    figures: list[ReportFigure] = []
     for dataset, members in sorted(by_dataset.items()):
         prefix = _FIGURE_NAMES.get(dataset, "curves")
-        if any(histories.get(r.run_id, {}).get(cv.M_TRAIN_ERR) for r in members):
-            figures[f"{prefix}_{dataset}_curves"] = training_curves(dataset, members, histories)
-        if any(histories.get(r.run_id, {}).get(cv.M_LAYER_RESPONSE) for r in members):
-            figures[f"fig7_{dataset}_layer_responses"] = layer_responses(dataset, members, histories)
-    return figures
+        drawn = [r for r in members if histories.get(r.run_id, {}).get(cv.M_TRAIN_ERR)]
+        if drawn:
+            figures.append(ReportFigure(f"{prefix}_{dataset}_curves", training_curves(dataset, members, histories),
+                                        _curves_caption(prefix, dataset, drawn),
+                                        _curves_alt(dataset, drawn, histories)))
+        drawn = [r for r in members if histories.get(r.run_id, {}).get(cv.M_LAYER_RESPONSE)]
+        if drawn:
+            figures.append(ReportFigure(f"fig7_{dataset}_layer_responses", layer_responses(dataset, members, histories),
+                                        _responses_caption(dataset, drawn), _responses_alt(dataset, drawn, histories)))
+    return sorted(figures, key=lambda f: f.name)
+
+
+def build_figures(runs: Sequence[RunRecord], reader: StoreReader) -> dict[str, Figure]:
+    """Every figure the finished runs support, keyed by file stem ("fig6_cifar10_curves")."""
+    return {f.name: f.figure for f in build_report_figures(runs, reader)}
+
+
+def _runs_words(runs: Sequence[RunRecord]) -> str:
+    """"plain8 (seeds 0, 1), resnet8-A (seed 0) of grid g": the networks drawn and their seeds."""
+    by_arch: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        by_arch[run.arch].append(run)
+    parts = []
+    for arch in sorted(by_arch, key=lambda a: (by_arch[a][0].shortcut != "plain", by_arch[a][0].depth or 0, a)):
+        seeds = sorted(r.seed for r in by_arch[arch] if r.seed is not None)
+        parts.append(f"{arch} ({'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))})" if seeds
+                     else f"{arch} ({len(by_arch[arch])} runs)")
+    grids = sorted({r.grid for r in runs if r.grid})
+    return ", ".join(parts) + (f" of grid {', '.join(grids)}" if grids else "")
+
+
+def _curves_caption(prefix: str, dataset: str, runs: Sequence[RunRecord]) -> str:
+    return (f"{_PAPER_FIGURES[prefix]}, ours on {dataset}: training error (dashed) and evaluation error (solid), "
+            f"plain networks left, ResNets right, each line the mean over its seeds. "
+            f"Runs: {_runs_words(runs)} ({len(runs)} finished).")
+
+
+def _last_means(runs: Sequence[RunRecord], histories: Histories, key: str) -> list[str]:
+    """"resnet8-A 12.3" per network: the last value of the seeds' mean series of `key`."""
+    by_arch: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        by_arch[run.arch].append(run)
+    words = []
+    for arch in sorted(by_arch):
+        series = mean_series(by_arch[arch], histories, key)
+        if series:
+            words.append(f"{arch} {series[-1][1]:.2f}")
+    return words
+
+
+def _curves_alt(dataset: str, runs: Sequence[RunRecord], histories: Histories) -> str:
+    eval_key = _eval_metric(dataset, runs, histories)
+    plain = [r for r in runs if r.shortcut == "plain"]
+    residual = [r for r in runs if r.shortcut != "plain"]
+    sides = [f"{side}: " + "; ".join(_last_means(members, histories, eval_key))
+             for side, members in (("plain networks", plain), ("ResNets", residual)) if members]
+    return (f"Two line charts of error in percent against training progress on {dataset}. Last mean {eval_key} "
+            f"per network, " + ". ".join(sides) + ".")
+
+
+def _responses_caption(dataset: str, runs: Sequence[RunRecord]) -> str:
+    return (f"Fig. 7 (standard deviations of layer responses), ours on {dataset}: the std of each 3x3 layer's output "
+            f"after batch normalisation and before the nonlinearity, in layer order (top) and sorted by magnitude "
+            f"(bottom), each line the mean over its seeds. Runs: {_runs_words(runs)} ({len(runs)} finished).")
+
+
+def _responses_alt(dataset: str, runs: Sequence[RunRecord], histories: Histories) -> str:
+    by_arch: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        by_arch[run.arch].append(run)
+    means = []
+    for arch in sorted(by_arch):
+        values = [v for _, v in mean_series(by_arch[arch], histories, cv.M_LAYER_RESPONSE)]
+        if values:
+            means.append(f"{arch} {sum(values) / len(values):.2f} over {len(values)} layers")
+    return (f"Two line charts of the standard deviation of each layer's response on {dataset}, by layer index and "
+            f"sorted. Mean std per network: " + "; ".join(means) + ".")
 
 
 def png_bytes(fig: Figure, dpi: int = 100) -> bytes:

@@ -4,7 +4,9 @@ All formats share `format_value`, so a number reads the same everywhere; an empt
 ("–", "--" in LaTeX, empty in CSV, null in JSON) stands for a cell without a finished run. Our
 cells read "best (mean±std, [95% interval], n=runs)" followed by the verdict's mark where the
 paper gives a number (✓ reproduced, ↓ better, ↑ worse, ? undecided; words in CSV), explained
-under each table; JSON carries the same as fields, and the claims as a top-level list.
+under each table, with each cell's cost beside it ("1.20 GPU-h (cost 3.60)", "0.0031 CPU worker-h");
+JSON carries the same as fields, and the claims as a top-level list. The HTML page answers first
+(the verdicts and the claims), then shows the tables, then the figures with captions and alt text.
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ import html
 import io
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from orchestrator.report.cost import Cost, cost_text, hours_text
 from orchestrator.report.paper import PaperStat
 from orchestrator.report.records import Selection
-from orchestrator.report.tables import Delta, Hours, Stat, Table
+from orchestrator.report.tables import Delta, Stat, Table
+from orchestrator.report.verdicts import verdict_summary
+
+if TYPE_CHECKING:  # matplotlib loads only where figures are drawn
+    from orchestrator.report.figures import ReportFigure
 
 ReportFormat = Literal["md", "csv", "latex", "html", "json"]
 FORMATS: tuple[str, ...] = get_args(ReportFormat)
@@ -43,8 +50,8 @@ def format_value(value: Any, style: str = "md") -> str:
         return f"{value.best:.2f} ({value.mean:.2f}{PM[style]}{value.std:.2f}{runs})"
     if isinstance(value, Delta):
         return f"{value.value:+.2f}"
-    if isinstance(value, Hours):
-        return f"{value.value:.2f}"
+    if isinstance(value, Cost):
+        return cost_text(value)
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
@@ -79,15 +86,21 @@ def json_value(value: Any) -> Any:
                 "reference": value.reference}
     if isinstance(value, PaperStat):
         return {"best": value.best, "mean": value.mean, "std": value.std, "n": value.runs}
-    if isinstance(value, Delta | Hours):
+    if isinstance(value, Delta):
         return value.value
+    if isinstance(value, Cost):
+        return value.to_json()
     return value
 
 
 def _compute_lines(table: Table) -> list[str]:
     if not table.counts_compute:
         return []
-    return [f"compute: {table.worker_hours:.2f} worker-hours, {table.gpu_hours:.2f} GPU-hours"]
+    cost = table.cost
+    cpu = f" ({hours_text(cost.cpu_worker_hours)} of them on CPUs)" if cost.cpu_worker_hours else ""
+    money = f", cost {cost.money:,.2f}" if cost.money is not None else ""
+    return [f"compute: {hours_text(cost.worker_hours)} worker-hours{cpu}, {hours_text(cost.gpu_hours)} GPU-hours"
+            f"{money}"]
 
 
 def _header(selection: Selection) -> str:
@@ -158,7 +171,7 @@ def to_json(selection: Selection, tables: Sequence[Table], claims: Sequence[Any]
         "tables": [
             {"key": t.key, "title": t.title, "protocol": t.protocol, "columns": list(t.columns),
              "rows": [[json_value(v) for v in row] for row in t.rows], "notes": t.notes, "missing": t.missing,
-             "worker_hours": t.worker_hours, "gpu_hours": t.gpu_hours}
+             "worker_hours": t.worker_hours, "gpu_hours": t.gpu_hours, "cost": t.cost.to_json()}
             for t in tables
         ],
     }
@@ -167,39 +180,59 @@ def to_json(selection: Selection, tables: Sequence[Table], claims: Sequence[Any]
 
 _STYLE = """body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;margin:.5em 0}
 th,td{border:1px solid #bbb;padding:.2em .6em;text-align:right}th:first-child,td:first-child{text-align:left}
-th{background:#eee}.protocol{color:#555;font-style:italic}img{max-width:100%}"""
+th{background:#eee}.protocol{color:#555;font-style:italic}img{max-width:100%}figure{margin:1.5em 0}
+figcaption{color:#333;max-width:60em}#verdicts{border-left:4px solid #468;padding-left:1em}"""
 
 
-def table_to_html(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+def table_to_html(table: Table, level: int = 2) -> str:
+    """One table in a section of its own (`level`: its heading's), every string escaped."""
+    head = "".join(f'<th scope="col">{html.escape(c)}</th>' for c in table.columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(format_value(v, 'html'))}</td>" for v in row) + "</tr>"
         for row in table.rows
     )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in [*_notes(table, "html"), *_compute_lines(table)])
-    return (f'<section id="{html.escape(table.key)}"><h2>{html.escape(table.title)}</h2>'
+    return (f'<section id="{html.escape(table.key)}"><h{level}>{html.escape(table.title)}</h{level}>'
             f'<p class="protocol">Protocol: {html.escape(table.protocol)}</p>'
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><ul>{notes}</ul></section>")
 
 
-def to_html(selection: Selection, tables: Sequence[Table], figures: dict[str, bytes] | None = None) -> str:
-    """One self-contained page: tables, then each figure as an embedded base64 PNG."""
-    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(_header(selection))}</title>"
-             f"<style>{_STYLE}</style></head><body><h1>{html.escape(_header(selection))}</h1>"]
-    parts += [table_to_html(t) for t in tables]
-    for name, png in (figures or {}).items():
-        data = base64.b64encode(png).decode()
-        parts.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{html.escape(name)}</figcaption></figure>")
-    parts.append("</body></html>")
+def _verdicts_html(tables: Sequence[Table], claims: Sequence[Any], verdicts: Mapping[str, Any] | None) -> str:
+    """The answer first: a line per verdict the report reaches, the settings that reached them, the claims."""
+    lines = "".join(f"<li>{html.escape(line)}</li>" for line in verdict_summary(tables, claims))
+    how = (f'<p class="protocol">tolerance ±{verdicts["tolerance"]:g} percentage points, alpha '
+           f'{verdicts["alpha"]:g}</p>' if verdicts else "")
+    claims_table = "".join(table_to_html(t, level=3) for t in tables if t.key == "claims")
+    return f'<section id="verdicts"><h2>Verdicts</h2><ul class="summary">{lines}</ul>{how}{claims_table}</section>'
+
+
+def _figure_html(figure: ReportFigure) -> str:
+    data = base64.b64encode(figure.png).decode()
+    return (f'<figure id="{html.escape(figure.name)}"><img alt="{html.escape(figure.alt)}" '
+            f'src="data:image/png;base64,{data}"><figcaption>{html.escape(figure.caption)}</figcaption></figure>')
+
+
+def to_html(selection: Selection, tables: Sequence[Table], figures: Sequence[ReportFigure] = (),
+            claims: Sequence[Any] = (), verdicts: Mapping[str, Any] | None = None) -> str:
+    """One self-contained page: the verdicts (with the claims), the other tables, then each figure as an
+    embedded base64 PNG with its caption and alt text."""
+    title = html.escape(_header(selection))
+    parts = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+             f"<style>{_STYLE}</style></head><body><header><h1>{title}</h1></header><main>",
+             _verdicts_html(tables, claims, verdicts)]
+    parts += [table_to_html(t) for t in tables if t.key != "claims"]
+    if figures:
+        parts.append('<section id="figures"><h2>Figures</h2>' + "".join(map(_figure_html, figures)) + "</section>")
+    parts.append("</main></body></html>")
     return "\n".join(parts)
 
 
-def render(fmt: str, selection: Selection, tables: Sequence[Table], figures: dict[str, bytes] | None = None,
+def render(fmt: str, selection: Selection, tables: Sequence[Table], figures: Sequence[ReportFigure] = (),
            claims: Sequence[Any] = (), verdicts: Mapping[str, Any] | None = None) -> str:
-    """One format; the claims are a table in every format, and JSON also lists them (and `verdicts`) on top."""
+    """One format; the claims are a table in every format, JSON also lists them (and `verdicts`) on top, and
+    HTML opens with them."""
     if fmt == "html":
-        return to_html(selection, tables, figures)
+        return to_html(selection, tables, figures, claims, verdicts)
     if fmt == "json":
         return to_json(selection, tables, claims, verdicts)
     return {"md": to_markdown, "csv": to_csv, "latex": to_latex}[fmt](selection, tables)

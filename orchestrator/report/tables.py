@@ -1,7 +1,8 @@
-"""The paper's tables (6, 2, 3, 4), a generic pivot and the per-cell compute table, from run records.
+"""The paper's tables (6, 2, 3, 4), a generic pivot and the per-run cells table, from run records.
 
-Tables hold typed values (`Stat`, `PaperStat`, `Delta`, `Hours`, `None` for an empty mark) and
-leave formatting to `render`, so every output format shows the same numbers.
+Tables hold typed values (`Stat`, `PaperStat`, `Delta`, `cost.Cost`, `None` for an empty mark) and
+leave formatting to `render`, so every output format shows the same numbers. Each of our cells has
+its cost beside it: the hours its finished runs logged (`cost.cost_of`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from orchestrator import conventions as cv
 from orchestrator.claims import DEFAULT_TOLERANCE
 from orchestrator.report import paper, stats
+from orchestrator.report.cost import Cost, cost_of, cost_words
 from orchestrator.report.records import RunRecord, Selection
 
 EMPTY = None  # an empty mark: no finished run for this cell
@@ -69,11 +71,6 @@ class Delta:
     value: float
 
 
-@dataclass(frozen=True)
-class Hours:
-    value: float
-
-
 @dataclass
 class Table:
     key: str  # "table6", "table3-center", "pivot", "cells"
@@ -83,9 +80,16 @@ class Table:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     missing: int = 0  # planned cells without a finished run
-    worker_hours: float = 0.0
-    gpu_hours: float = 0.0
+    cost: Cost = field(default_factory=Cost)  # the table's runs together (the compute line)
     counts_compute: bool = True  # False where the rows are no runs (the claims): no compute line
+
+    @property
+    def worker_hours(self) -> float:
+        return self.cost.worker_hours
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.cost.gpu_hours
 
 
 def latest_finished(runs: Iterable[RunRecord]) -> list[RunRecord]:
@@ -113,8 +117,9 @@ def delta(ours: Stat | None, theirs: float | None) -> Delta | None:
     return Delta(ours.best - theirs) if ours is not None and theirs is not None else EMPTY
 
 
-def _hours(runs: Iterable[RunRecord], metric: str) -> float:
-    return math.fsum(v for v in (r.metric(metric) for r in runs) if v is not None)  # order-independent
+def cell_cost(runs: Sequence[RunRecord], price_per_gpu_hour: float | None) -> Cost | None:
+    """A table cell's cost: its finished runs' hours; an empty mark where it has none."""
+    return cost_of(runs, price_per_gpu_hour) if runs else EMPTY
 
 
 def _format_count(n: int) -> str:
@@ -124,9 +129,11 @@ def _format_count(n: int) -> str:
 class RunIndex:
     """Indexes a selection once: finished runs and planned cells by (dataset, protocol, arch)."""
 
-    def __init__(self, selection: Selection, tolerance: float = DEFAULT_TOLERANCE):
+    def __init__(self, selection: Selection, tolerance: float = DEFAULT_TOLERANCE,
+                 price_per_gpu_hour: float | None = None):
         self.runs = selection.runs
         self.tolerance = tolerance  # how far the paper's number may lie outside our interval (cell verdicts)
+        self.price = price_per_gpu_hour  # money per GPU-hour, for each cell's cost (None: hours only)
         self.done = latest_finished(self.runs)
         self.finished: dict[tuple, list[RunRecord]] = defaultdict(list)
         for r in self.done:
@@ -178,8 +185,7 @@ def _account(table: Table, grid: RunIndex, dataset: str, protocol: str | None, a
         table.notes.append(f"missing: {table.missing} planned cell(s) without a finished run: {listed}")
     if not_run:
         table.notes.append(f"not in this grid: {', '.join(not_run)}")
-    table.worker_hours = _hours(used, cv.M_WORKER_HOURS)
-    table.gpu_hours = _hours(used, cv.M_GPU_HOURS)
+    table.cost = cost_of(used, grid.price)
 
 
 def _ours(dataset: str, protocol: str | None, metric: str, runs: Iterable[RunRecord]) -> str:
@@ -248,7 +254,7 @@ def table6(grid: RunIndex) -> Table | None:
         "table6", "Table 6: CIFAR-10 test error (%)",
         f"{ours}; paper: {paper.TABLE6_PROTOCOL}",
         ("layers", "params", "params (paper)", "plain err", "plain err (paper)", "ResNet err",
-         "ResNet err (paper)", "Δ ResNet", "runs", "worker-h", "GPU-h"),
+         "ResNet err (paper)", "Δ ResNet", "runs", "plain cost", "ResNet cost"),
     )
     archs = []
     for depth in depths:
@@ -265,8 +271,7 @@ def table6(grid: RunIndex) -> Table | None:
             depth, params, ref.params if ref else EMPTY, stat(plain_runs, cv.M_TEST_ERR), EMPTY, ours_res,
             ref.resnet if ref else EMPTY, delta(ours_res, ref.resnet.best if ref else None),
             f"{len(plain_runs) + len(res_runs)}/{planned}" if planned else EMPTY,
-            Hours(_hours(plain_runs + res_runs, cv.M_WORKER_HOURS)),
-            Hours(_hours(plain_runs + res_runs, cv.M_GPU_HOURS)),
+            cell_cost(plain_runs, grid.price), cell_cost(res_runs, grid.price),
         ))
     _account(table, grid, dataset, None, archs)
     return table
@@ -285,7 +290,7 @@ def _imagenet_table(grid: RunIndex, key: str, title: str, rows: Sequence[paper.I
     if with_top5:
         columns += ("top-5 err", "top-5 (paper)", "Δ top-5")
     table = Table(f"{key}-{protocol}", title, f"{how}; paper: {paper_protocol}",
-                  columns + ("runs", "worker-h", "GPU-h"))
+                  columns + ("runs", "cost"))
     for row in rows:
         runs = grid.get(dataset, protocol, row.arch)
         top1 = stat(runs, cv.M_VAL_ERR, row.top1, grid.tolerance)
@@ -294,8 +299,7 @@ def _imagenet_table(grid: RunIndex, key: str, title: str, rows: Sequence[paper.I
             top5 = stat(runs, cv.M_VAL_TOP5_ERR, row.top5, grid.tolerance)
             values += (top5, row.top5, delta(top5, row.top5))
         planned = len(grid.planned_cells(dataset, protocol, row.arch))
-        values += (f"{len(runs)}/{planned}" if planned else EMPTY, Hours(_hours(runs, cv.M_WORKER_HOURS)),
-                   Hours(_hours(runs, cv.M_GPU_HOURS)))
+        values += (f"{len(runs)}/{planned}" if planned else EMPTY, cell_cost(runs, grid.price))
         table.rows.append(values)
     _account(table, grid, dataset, protocol, [row.arch for row in rows])
     return table
@@ -330,7 +334,7 @@ def ensembles_table(grid: RunIndex) -> Table | None:
                   "ours: the members' softmax averaged image by image, tested once on the split named (ImageNet: "
                   f"val); paper: {paper.TABLE5_PROTOCOL}",
                   ("ensemble", "protocol", "split", "members", "top-1 err", "top-5 err", "top-5 (paper)",
-                   "worker-h", "GPU-h"))
+                   "cost"))
     for cell_id, run in sorted(planned.items(), key=lambda item: (item[1].ensemble, item[1].eval_protocol or "")):
         found = done.get(cell_id)
         split = run.tags.get(cv.TAG_EVAL_SPLIT, "test")
@@ -339,12 +343,11 @@ def ensembles_table(grid: RunIndex) -> Table | None:
         table.rows.append((run.ensemble, run.eval_protocol, split, run.tags.get(cv.TAG_ENSEMBLE_MEMBERS, EMPTY),
                            stat(runs, top1_key), stat(runs, top5_key),
                            paper.TABLE5_RESNET_TOP5 if run.dataset == "imagenet" else EMPTY,
-                           Hours(_hours(runs, cv.M_WORKER_HOURS)), Hours(_hours(runs, cv.M_GPU_HOURS))))
+                           cell_cost(runs, grid.price)))
     table.missing = len(set(planned) - set(done))
     if table.missing:
         table.notes.append(f"missing: {table.missing} planned ensemble evaluation(s) without a finished run")
-    table.worker_hours = _hours(done.values(), cv.M_WORKER_HOURS)
-    table.gpu_hours = _hours(done.values(), cv.M_GPU_HOURS)
+    table.cost = cost_of(done.values(), grid.price)
     return table
 
 
@@ -370,15 +373,15 @@ def pivot(grid: RunIndex, rows: str, cols: str, metric: str) -> Table:
     row_values = sorted({k[0] for k in planned}, key=_sort_key)
     col_values = sorted({k[1] for k in planned}, key=_sort_key)
     table = Table("pivot", f"{metric} (%) by {rows} x {cols}", f"ours: {metric} at the last epoch",
-                  (rows, *(f"{cols}={c}" for c in col_values)))
+                  (rows, *(name for c in col_values for name in (f"{cols}={c}", f"cost ({cols}={c})"))))
     for rv in row_values:
-        table.rows.append((rv, *(stat(cells.get((rv, cv), []), metric) for cv in col_values)))
+        found = [cells.get((rv, c), []) for c in col_values]
+        table.rows.append((rv, *(v for runs in found for v in (stat(runs, metric), cell_cost(runs, grid.price)))))
     table.missing = sum(len(ids - {r.cell_id for r in cells.get(key, [])}) for key, ids in planned.items())
     if table.missing:
         table.notes.append(f"missing: {table.missing} planned cell(s) without a finished run")
     table.notes.append("each cell: the runs sharing its row and column")
-    table.worker_hours = _hours(grid.done, cv.M_WORKER_HOURS)
-    table.gpu_hours = _hours(grid.done, cv.M_GPU_HOURS)
+    table.cost = cost_of((r for r in grid.done if not r.ensemble), grid.price)
     return table
 
 
@@ -386,7 +389,7 @@ def cells_table(grid: RunIndex) -> Table:
     """Every run of the grid, finished or not: its final errors and the compute it used."""
     table = Table("cells", "Cells: final errors and compute per run",
                   "ours: each run's final test (the last epoch's value where it ran none)",
-                  ("run", "arch", "dataset", "seed", "status", "test err", "val err", "worker-h", "GPU-h", "model"))
+                  ("run", "arch", "dataset", "seed", "status", "test err", "val err", "cost", "model"))
     order = sorted(grid.runs, key=lambda r: (r.dataset or "", r.arch, _sort_key(str(r.seed)), r.start_time or 0,
                                              r.run_id))
     kept = {r.run_id for r in grid.done}
@@ -394,10 +397,8 @@ def cells_table(grid: RunIndex) -> Table:
         status = ("finished" if r.run_id in kept else "superseded") if r.finished else r.status
         table.rows.append((r.name, r.arch, r.dataset, r.seed, status, r.final_metric(cv.M_TEST_ERR),
                            r.final_metric(cv.M_VAL_ERR),
-                           Hours(r.metric(cv.M_WORKER_HOURS) or 0.0), Hours(r.metric(cv.M_GPU_HOURS) or 0.0),
-                           ", ".join(r.model_versions) or EMPTY))
-    table.worker_hours = _hours(grid.runs, cv.M_WORKER_HOURS)
-    table.gpu_hours = _hours(grid.runs, cv.M_GPU_HOURS)
+                           cost_of([r], grid.price), ", ".join(r.model_versions) or EMPTY))
+    table.cost = cost_of(grid.runs, grid.price)
     counts = f"{len(grid.done)} finished"
     if len(kept) < sum(r.finished for r in grid.runs):
         counts += f", {sum(r.finished for r in grid.runs) - len(kept)} superseded by a rerun of the same cell"
@@ -474,6 +475,8 @@ def build_tables(selection: Selection, *, rows: str | None = None, cols: str | N
     tables.append(cells_table(grid))
     for table in tables:
         _explain(table, tolerance)
+        if any(isinstance(v, Cost) for row in table.rows for v in row):
+            table.notes.append(cost_words(grid.price))
     return tables
 
 

@@ -35,18 +35,21 @@ _NETWORK_AXES = (cv.axis_tag(cv.PARAM_DEPTH), cv.axis_tag(cv.PARAM_SHORTCUT))
 
 @dataclass(frozen=True)
 class Settings:
-    """How verdicts are reached: the tolerance of cell verdicts, the claims' significance level, the grid's claims."""
+    """How verdicts are reached: the tolerance of cell verdicts, the claims' significance level, the grid's claims;
+    and the grid's price per GPU-hour, which the cells' cost is counted at (not a verdict setting: to_json omits it)."""
 
     tolerance: float = DEFAULT_TOLERANCE
     alpha: float = DEFAULT_ALPHA
     claims: tuple[str, ...] = ()
+    price_per_gpu_hour: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"tolerance": self.tolerance, "alpha": self.alpha, "confidence": stats.CONFIDENCE,
                 "claims": list(self.claims)}
 
 
-def settings_for(selection: Selection, *, tolerance: float | None = None, alpha: float | None = None) -> Settings:
+def settings_for(selection: Selection, *, tolerance: float | None = None, alpha: float | None = None,
+                 price_per_gpu_hour: float | None = None) -> Settings:
     """The grid's recorded settings (defaults where it recorded none), then the command line's."""
     raw = selection.experiment_tags.get(cv.verdicts_tag(selection.grid)) if selection.grid else None
     try:
@@ -58,7 +61,17 @@ def settings_for(selection: Selection, *, tolerance: float | None = None, alpha:
         tolerance=tolerance if tolerance is not None else float(stored.get("tolerance", DEFAULT_TOLERANCE)),
         alpha=alpha if alpha is not None else float(stored.get("alpha", DEFAULT_ALPHA)),
         claims=tuple(str(c) for c in stored.get("claims", ())),
+        price_per_gpu_hour=price_per_gpu_hour if price_per_gpu_hour is not None else _price(stored),
     )
+
+
+def _price(stored: dict) -> float | None:
+    """The grid's price_per_gpu_hour as `submit` recorded it; None where it recorded none (or not a number)."""
+    try:
+        price = float(stored["price_per_gpu_hour"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return price if price > 0 and price == price else None
 
 
 @dataclass(frozen=True)
@@ -225,6 +238,29 @@ def claims_table(results: Sequence[ClaimResult], settings: Settings) -> Table:
     return table
 
 
+def verdict_summary(tables: Sequence[Table], claims: Sequence[ClaimResult]) -> list[str]:
+    """One line per verdict the report reaches, for a reader who wants the answer before the tables: the
+    claims' verdicts, then each table's cell verdicts against the paper (cells it gives no number for are
+    counted apart: they are measured, not judged)."""
+    counts = {v: sum(r.verdict == v for r in claims) for v in stats.CLAIM_VERDICTS}
+    lines = [f"claims: {_counted(counts)} (of {len(claims)})" if claims else "claims: none apply to this grid"]
+    for table in tables:
+        cells = [v for row in table.rows for v in row if isinstance(v, Stat)]
+        if not cells or table.key == "cells":  # the cells table repeats single runs
+            continue
+        judged = [c.verdict for c in cells if c.verdict]
+        found = {v: judged.count(v) for v in stats.CELL_VERDICTS}
+        words = f"{_counted(found)} (of {len(judged)} cells with a paper number)" if judged else \
+            "no cell the paper gives a number for"
+        unjudged = len(cells) - len(judged)
+        lines.append(f"{table.title}: {words}" + (f"; {unjudged} cell(s) measured, not judged" if unjudged else ""))
+    return lines
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+
+
 @dataclass
 class Report:
     """Everything `resnetctl report` prints: the tables (the claims table last but one), the claims, the settings."""
@@ -244,11 +280,13 @@ class Report:
 
 def build_report(selection: Selection, histories: HistoryReader | None = None, *, rows: str | None = None,
                  cols: str | None = None, metric: str | None = None, tolerance: float | None = None,
-                 alpha: float | None = None, settings: Settings | None = None) -> Report:
+                 alpha: float | None = None, price_per_gpu_hour: float | None = None,
+                 settings: Settings | None = None) -> Report:
     """The tables, the claims tested and the settings used, for one selection: `settings` as given, else the
-    grid's recorded ones (`settings_for`) with `tolerance` and `alpha` where given."""
-    settings = settings or settings_for(selection, tolerance=tolerance, alpha=alpha)
-    index = RunIndex(selection, settings.tolerance)
+    grid's recorded ones (`settings_for`) with `tolerance`, `alpha` and `price_per_gpu_hour` where given."""
+    settings = settings or settings_for(selection, tolerance=tolerance, alpha=alpha,
+                                        price_per_gpu_hour=price_per_gpu_hour)
+    index = RunIndex(selection, settings.tolerance, settings.price_per_gpu_hour)
     tables = build_tables(selection, rows=rows, cols=cols, metric=metric, tolerance=settings.tolerance, index=index)
     claims = check_claims(index, settings, histories)
     if claims:
@@ -257,4 +295,4 @@ def build_report(selection: Selection, histories: HistoryReader | None = None, *
 
 
 __all__ = ["ClaimResult", "Report", "Settings", "applicable_claims", "build_report", "check_claims", "claims_table",
-           "settings_for", "judge_claim"]
+           "settings_for", "judge_claim", "verdict_summary"]
