@@ -89,7 +89,7 @@ def finalize_detection_run(cell: DetectionCell, trainer, logger) -> None:
     MlflowClient(logger.uri).log_param(logger.run_id, cv.PARAM_NUM_PARAMS, str(count))  # the same on a rerun
     logger.log_curves(trainer.curves)
     worker_hours = trainer.elapsed_s * trainer.world_size / 3600.0
-    logger.log_final({cv.M_WORKER_HOURS: worker_hours, cv.M_GPU_HOURS: worker_hours if trainer.on_gpu else 0.0})
+    logger.log_final({cv.M_WORKER_HOURS: worker_hours, cv.M_GPU_HOURS: worker_hours * cell.resources.gpus})  # held
     trainer.net.eval()
     logger.log_model(trainer.net.to("cpu"), dataset=cell.dataset, arch=cell.detector)
     logger.mark_finished()

@@ -10,6 +10,7 @@ costs one forward pass of each network over the test split, in every view of its
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from models.arch import ArchError, multiply_adds, parse_arch, resolve_arch
@@ -261,23 +262,45 @@ def over_budget(spec, cells: Sequence[AnyCell]) -> str | None:
             "(--yes submits it anyway: cells stop starting once the budget would be spent)")
 
 
-def within_budget(spec, cells: Sequence[AnyCell], todo: Sequence[AnyCell]) -> tuple[list[AnyCell], list[AnyCell]]:
-    """The unfinished cells to start (in order, while the GPU-hours finished cells spent plus the estimates of
-    those started stay within the budget) and those left pending; a resubmit with a larger budget runs them."""
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What a grid's budget check needs (`budget_plan`), all in GPU-hours, by cell id; `budget.BudgetSearcher`
+    applies it while the grid runs."""
+
+    limit: float
+    spent: float  # by the grid's cells that finished in earlier submits
+    estimates: dict[str, float]  # each cell's estimate, at the throughput its finished cells measured
+    gpus: dict[str, float]  # the GPUs each cell holds while it runs (workers x gpus_per_worker)
+
+
+def budget_plan(spec, cells: Sequence[AnyCell]) -> BudgetPlan | None:
+    """The grid's budget, what its finished cells spent and what each of `cells` is expected to; None without
+    a budget."""
     limit = budget_gpu_hours(spec)
-    if limit is None or not todo:
-        return list(todo), []
+    if limit is None:
+        return None
     spent = spent_gpu_hours(spec)
     _, rows = plan_grid(spec, cells, spent=spent)  # the throughput calibrated on the finished cells
-    estimate = {row["cell_id"]: row.get("gpu_hours", 0.0) for row in rows}
-    used = sum(spent.values())
-    start: list[AnyCell] = []
+    return BudgetPlan(limit=limit, spent=sum(spent.values()),
+                      estimates={row["cell_id"]: row.get("gpu_hours", 0.0) for row in rows},
+                      gpus={row["cell_id"]: float(row["resources"]["gpus"]) for row in rows})
+
+
+def within_budget(spec, cells: Sequence[AnyCell], todo: Sequence[AnyCell]) -> tuple[list[AnyCell], list[AnyCell]]:
+    """The unfinished cells the budget covers by their estimates (in order, while the GPU-hours finished cells
+    spent plus the estimates of those started stay within it) and those left pending. `submit --until-decided`
+    asks it which new seeds to add; while a grid runs, `budget.BudgetSearcher` applies the same rule to
+    what the cells actually spend."""
+    plan = budget_plan(spec, cells) if todo else None
+    if plan is None:
+        return list(todo), []
+    used = plan.spent
     for index, cell in enumerate(todo):
-        if used + estimate.get(cell.cell_id, 0.0) > limit:
-            return start, list(todo[index:])
-        used += estimate.get(cell.cell_id, 0.0)
-        start.append(cell)
-    return start, []
+        cost = plan.estimates.get(cell.cell_id, 0.0)
+        if used + cost > plan.limit:
+            return list(todo[:index]), list(todo[index:])
+        used += cost
+    return list(todo), []
 
 
 def check_budget(spec, cells: Sequence[AnyCell], *, yes: bool) -> None:

@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from orchestrator.cells import AnyCell
-from orchestrator.estimate import within_budget
+from orchestrator.estimate import budget_plan
 
 
 def _cells_to_run(uri: str, experiment_id: str, cells: Sequence[AnyCell], *, restart: bool,
@@ -56,7 +56,7 @@ def _warn_unschedulable(cells: Sequence, console) -> None:
 
 def _run_on_ray(spec, todo: list[AnyCell], *, skipped: int, uri: str, experiment_id: str, console,
                 storage_path: str | None, address: str | None, fallback_local: bool, verbose: bool,
-                progress: bool) -> list:
+                progress: bool, budget=None) -> list:
     """Start (or join) Ray, run the cells under Tune with the progress board; the cells' outcomes."""
     from orchestrator import tune_runner
 
@@ -70,7 +70,7 @@ def _run_on_ray(spec, todo: list[AnyCell], *, skipped: int, uri: str, experiment
             return tune_runner.run_cells(
                 todo, grid_name=spec.name, tracking_uri=uri, experiment_id=experiment_id,
                 storage_path=storage_path, max_concurrent_cells=spec.resources.max_concurrent_cells,
-                callbacks=[board] if progress else [],
+                callbacks=[board] if progress else [], budget=budget,
             )
     except BaseException:  # Ctrl-C or a driver error: no cell's run is left RUNNING/SCHEDULED
         _close_runs(uri, experiment_id, todo)
@@ -99,7 +99,7 @@ def run_grid(
     from orchestrator import tracking, tune_runner
     from orchestrator.library_logs import route_library_logs
     from orchestrator.stores import check_store
-    from resnetctl.redaction import for_rich, redact, redact_uri
+    from resnetctl.redaction import for_rich, redact_uri
 
     console = Console(stderr=True)
     uri = tracking.resolve_tracking_uri(spec.tracking.uri)
@@ -116,30 +116,45 @@ def run_grid(
                                                        getattr(spec, "price_per_gpu_hour", None)))
     todo = _cells_to_run(uri, experiment_id, cells, restart=restart, storage_path=storage_path)
     skipped = len(cells) - len(todo)
-    todo, held = within_budget(spec, cells, todo)  # a grid `budget:` starts only the cells it covers
-    if held:
-        console.print(f"[yellow]budget[/]: {len(held)} cell(s) stay pending, their estimate would exceed the "
-                      "grid's budget; raise it and submit again to run them")
     console.print(f"grid [bold]{for_rich(spec.name)}[/]: {len(cells)} cells, {skipped} already finished, "
                   f"{len(todo)} to run; tracking {for_rich(redact_uri(uri))} (experiment "
                   f"{for_rich(spec.experiment_name)})")
     if not todo:
         return 0
 
+    budget = budget_plan(spec, cells)  # a grid `budget:` starts cells only while it covers them
     outcomes = _run_on_ray(spec, todo, skipped=skipped, uri=uri, experiment_id=experiment_id, console=console,
                            storage_path=storage_path, address=address, fallback_local=fallback_local,
-                           verbose=verbose, progress=progress)
+                           verbose=verbose, progress=progress, budget=budget)
+    return _how_cells_ended(spec, cells, todo, outcomes, budget=budget, uri=uri, experiment_id=experiment_id,
+                            console=console, log_file=log_file)
+
+
+def _how_cells_ended(spec, cells: Sequence[AnyCell], todo: Sequence[AnyCell], outcomes: list, *, budget, uri: str,
+                     experiment_id: str, console, log_file) -> int:
+    """Say which cells failed, which the budget held back and which did not finish; 0 when every cell finished."""
+    from orchestrator import tracking
+    from resnetctl.redaction import for_rich, redact
+
+    held = [o.cell for o in outcomes if o.status == "held"]
+    if held:
+        names = for_rich(", ".join(c.name for c in held))
+        console.print(f"[yellow]budget[/]: {len(held)} cell(s) stay pending ({names}): the grid's budget of "
+                      f"{budget.limit:,.4g} GPU-hours does not cover them; raise it and submit again to run them")
     for outcome in outcomes:
-        if outcome.status != "finished":
+        if outcome.status not in ("finished", "held"):
             error = for_rich(redact((outcome.error or "").strip()[-500:]), keep_newlines=True)
             console.print(f"[red]cell {for_rich(outcome.cell.name)} failed[/]: {error}")
     finished = tracking.finished_cell_ids(uri, experiment_id)
-    missing = [c for c in todo if c.cell_id not in finished]
-    _close_runs(uri, experiment_id, missing)  # a trial that died hard, or never started, leaves no run open
+    held_ids = {c.cell_id for c in held}
+    missing = [c for c in todo if c.cell_id not in finished and c.cell_id not in held_ids]
+    # a trial that died hard, or never started, leaves no run open; a held cell's run stays SCHEDULED (pending)
+    _close_runs(uri, experiment_id, missing)
     if missing:
         names = for_rich(", ".join(c.name for c in missing))
         console.print(f"[red]{len(missing)} cell(s) did not finish[/]: {names}; "
                       "submit again to resume them from their checkpoints")
+    if missing or held:
         return 1
     console.print(f"grid [bold]{for_rich(spec.name)}[/]: all {len(cells)} cells finished (library logs: "
                   f"{for_rich(log_file)})")

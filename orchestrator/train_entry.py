@@ -109,8 +109,9 @@ def finalize_run(cell: Cell, trainer, logger, final: dict[str, float] | None = N
     logger.log_layer_responses(trainer.layer_responses())
     logger.log_curves(trainer.curves)
     worker_hours = trainer.elapsed_s * trainer.world_size / 3600.0
+    # GPU-hours held, as a budget pays them: a quarter of a GPU (packed cells) for an hour is a quarter GPU-hour
     logger.log_final({**(final or {}), cv.M_WORKER_HOURS: worker_hours,
-                      cv.M_GPU_HOURS: worker_hours if trainer.on_gpu else 0.0,
+                      cv.M_GPU_HOURS: worker_hours * cell.resources.gpus,
                       cv.M_PLATEAU_DROPS: trainer.schedule.plateau_drops})
     trainer.net.eval()
     logger.log_model(trainer.net.to("cpu"), dataset=cell.dataset, arch=cell.arch)

@@ -28,6 +28,7 @@ from typing import Any
 
 from orchestrator.cells import AnyCell, EvalCell, cell_from_dict
 from orchestrator.conventions import KIND_DETECTION
+from orchestrator.estimate import BudgetPlan
 
 DEFAULT_STORAGE = "results"
 DRIVER_MEMORY_BYTES = 64 * 1024**2  # the trial driver's only reservation: no CPU
@@ -263,7 +264,7 @@ def _previous_checkpoint(trial_folder: str):
 @dataclass
 class CellOutcome:
     cell: AnyCell
-    status: str  # "finished" | "error" | "skipped"
+    status: str  # "finished" | "error" | "held" (the grid's budget did not cover it: never started)
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
@@ -278,11 +279,13 @@ def run_cells(
     max_concurrent_cells: int = 1,
     callbacks: Sequence[Any] = (),
     max_failures: int = TRAIN_MAX_FAILURES,
+    budget: BudgetPlan | None = None,
 ) -> list[CellOutcome]:
     """Run `cells` as one Tune experiment (one trial per cell) and say how each ended.
 
     Each cell's MLflow run is opened (or its unfinished one reused) here in the driver,
     one after another, before any trial starts: no two processes race to create runs.
+    With a `budget`, cells start only while it covers them (`budget.BudgetSearcher`); the rest are "held".
     """
     if not cells:
         return []
@@ -294,9 +297,16 @@ def run_cells(
     storage = storage_root(storage_path)
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)
+    searcher = None
+    if budget is not None:
+        from orchestrator.budget import BudgetSearcher
+
+        searcher = BudgetSearcher(cells, budget)
     tuner = _tuner(cells, grid_name=grid_name, tracking_uri=tracking_uri, run_ids=run_ids, storage=storage,
-                   max_concurrent_cells=max_concurrent_cells, callbacks=callbacks, max_failures=max_failures)
-    return _outcomes(tuner.fit(), cells)
+                   max_concurrent_cells=max_concurrent_cells, callbacks=callbacks, max_failures=max_failures,
+                   searcher=searcher)
+    results = tuner.fit()
+    return _outcomes(results, cells, {c.cell_id for c in searcher.held} if searcher is not None else set())
 
 
 def _trainable(cells: Sequence[AnyCell]):
@@ -313,8 +323,9 @@ def _trainable(cells: Sequence[AnyCell]):
 
 
 def _tuner(cells: Sequence[AnyCell], *, grid_name: str, tracking_uri: str | None, run_ids: dict[str, str],
-           storage: str, max_concurrent_cells: int, callbacks: Sequence[Any], max_failures: int):
-    """One Tune experiment with one trial per cell, each named (and foldered) after its cell."""
+           storage: str, max_concurrent_cells: int, callbacks: Sequence[Any], max_failures: int, searcher=None):
+    """One Tune experiment with one trial per cell, each named (and foldered) after its cell: Tune's grid
+    search over the cells, or the budget's `searcher`, which hands them out while the budget covers them."""
     from ray import tune
 
     def trial_name(trial) -> str:
@@ -326,13 +337,15 @@ def _tuner(cells: Sequence[AnyCell], *, grid_name: str, tracking_uri: str | None
     return tune.Tuner(
         _trainable(cells),
         param_space={
-            "cell": tune.grid_search([c.to_dict() for c in cells]),
+            **({} if searcher is not None else {"cell": tune.grid_search([c.to_dict() for c in cells])}),
             "tracking_uri": tracking_uri,
             "run_ids": run_ids,
             "storage_path": str(storage),
             "max_failures": max_failures,
         },
         tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=len(cells) if searcher is not None else 1,  # a searcher's trials; grid search's are its cells
             max_concurrent_trials=max(1, max_concurrent_cells),
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_dirname,
@@ -353,8 +366,9 @@ def _tuner(cells: Sequence[AnyCell], *, grid_name: str, tracking_uri: str | None
     )
 
 
-def _outcomes(results, cells: Sequence[AnyCell]) -> list[CellOutcome]:
-    """How each cell ended, matched by trial folder: a trial that died early may come back without its config."""
+def _outcomes(results, cells: Sequence[AnyCell], held: set[str] = frozenset()) -> list[CellOutcome]:
+    """How each cell ended, matched by trial folder: a trial that died early may come back without its config.
+    `held`: the cells the budget never started."""
     by_id = {c.cell_id: c for c in cells}
     by_dirname = {train_run_name(c): c for c in cells}
     outcomes = {}
@@ -368,5 +382,6 @@ def _outcomes(results, cells: Sequence[AnyCell]) -> list[CellOutcome]:
             outcomes[cell.cell_id] = CellOutcome(cell, "error", dict(result.metrics or {}), error=str(result.error))
         else:
             outcomes[cell.cell_id] = CellOutcome(cell, "finished", dict(result.metrics or {}))
-    return [outcomes.get(c.cell_id) or CellOutcome(c, "error", error="Ray Tune returned no result for this cell")
+    return [outcomes.get(c.cell_id) or (CellOutcome(c, "held") if c.cell_id in held else
+                                        CellOutcome(c, "error", error="Ray Tune returned no result for this cell"))
             for c in cells]

@@ -89,3 +89,57 @@ def test_a_budget_is_gpu_hours_or_money_at_a_price(grid_file, tmp_path, digits_r
 def test_money_converts_at_the_price(grid_file, tmp_path, digits_root):
     spec, _ = load_cells(str(_grid(grid_file, tmp_path, digits_root, budget={"money": 10}, price_per_gpu_hour=4)))
     assert estimate.budget_gpu_hours(spec) == 2.5
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, hours: float) -> None:
+        self.now += hours * 3600.0
+
+
+def _searcher(cells, *, limit: float, spent: float = 0.0, estimate_h: float = 0.5):
+    from orchestrator.budget import BudgetSearcher
+
+    plan = estimate.BudgetPlan(limit=limit, spent=spent, estimates={c.cell_id: estimate_h for c in cells},
+                               gpus={c.cell_id: 1.0 for c in cells})
+    clock = _Clock()
+    return BudgetSearcher(cells, plan, clock=clock), clock
+
+
+def test_while_the_grid_runs_cells_start_only_while_what_they_actually_spend_leaves_room(grid_file, tmp_path,
+                                                                                         digits_root):
+    from ray.tune.search import Searcher
+
+    _, cells = load_cells(str(_grid(grid_file, tmp_path, digits_root)))
+    searcher, clock = _searcher(cells, limit=1.2)  # the estimates (3 x 0.5) would let two cells start
+    assert searcher.suggest("t0")["cell"] == cells[0].to_dict()
+    assert searcher.suggest("t1")["cell"] == cells[1].to_dict()  # 0.5 running + 0.5 <= 1.2: runs beside it
+    assert searcher.suggest("t2") is None  # 1.0 committed + 0.5 > 1.2, but a running cell may end early: wait
+    clock.advance(0.9)  # both cells ran for 0.9 h: more than their estimates
+    searcher.on_trial_complete("t0")
+    assert searcher.committed() == pytest.approx(0.9 + 0.9)  # spent, plus t1's 0.9 h held so far
+    assert searcher.suggest("t2") is None
+    searcher.on_trial_complete("t1", error=True)  # a failed cell spent its GPU time too
+    assert searcher.suggest("t2") == Searcher.FINISHED and searcher.held == [cells[2]]
+    assert searcher.spent == pytest.approx(1.8)
+
+
+def test_a_cell_finishing_under_its_estimate_leaves_room_and_a_larger_budget_continues(grid_file, tmp_path,
+                                                                                       digits_root):
+    from ray.tune.search import Searcher
+
+    _, cells = load_cells(str(_grid(grid_file, tmp_path, digits_root)))
+    searcher, clock = _searcher(cells, limit=1.2)
+    searcher.suggest("t0"), searcher.suggest("t1")
+    clock.advance(0.1)
+    searcher.on_trial_complete("t0")  # 0.1 spent + t1's estimate 0.5 + 0.5 <= 1.2
+    assert searcher.suggest("t2")["cell"] == cells[2].to_dict()
+    assert searcher.suggest("t3") == Searcher.FINISHED and searcher.held == []
+    spent_before = 1.25  # a resubmit: finished cells spent more than the old budget; the held cell's turn
+    assert _searcher(cells[2:], limit=1.2, spent=spent_before)[0].suggest("t0") == Searcher.FINISHED
+    assert _searcher(cells[2:], limit=2.0, spent=spent_before)[0].suggest("t0")["cell"] == cells[2].to_dict()
