@@ -2,11 +2,12 @@
 
 Rows: ResNet-50 training images/s per GPU on synthetic data (float32, bf16 + channels_last, and the same
 under torch.compile) against NVIDIA's published 2,470 img/s (A100, AMP, DeepLearningExamples); a CIFAR
-ResNet-20 epoch on synthetic 32x32 data through the trainer's step; four ResNet-20 processes packed on
-one GPU against one alone (images/s of each: what `gpus_per_worker: 0.25` buys); a 2-worker NCCL DDP
-step where there are two GPUs. (The FFCV vs device-resident loader row waits for `loader: device`,
-issue 15 item 4.) `--dry-run` runs every row on the CPU with tiny sizes and few steps, so CI checks
-that the script still runs (tests/test_speed_gpu_script.py); its numbers mean nothing.
+ResNet-20 epoch on synthetic tensors (no loader: the bound), then through the `Trainer` over a prepared
+CIFAR-10-sized `.beton` (random pixels) with the FFCV loader and with the device-resident one
+(`loader: device`, issue 15 item 4); four ResNet-20 processes packed on one GPU against one alone
+(images/s of each: what `gpus_per_worker: 0.25` buys); a 2-worker NCCL DDP step where there are two GPUs.
+`--dry-run` runs every row on the CPU with tiny sizes and few steps, so CI checks that the script still
+runs (tests/test_speed_gpu_script.py); its numbers mean nothing.
 
     python benchmarks/gpu.py [--dry-run] [--json]        # make bench-gpu
 """
@@ -18,6 +19,7 @@ import json
 import multiprocessing as mp
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,10 +30,10 @@ NVIDIA_RESNET50_A100_AMP = 2470  # img/s, one A100 80GB, DGX A100, mixed precisi
 
 def _sizes(dry_run: bool) -> dict:
     if dry_run:  # CPU: enough to run every code path once
-        return {"r50_batch": 2, "r50_side": 64, "cifar_batch": 8, "steps": 1, "warmup": 0, "cifar_images": 8,
-                "packed": 2}
-    return {"r50_batch": 256, "r50_side": 224, "cifar_batch": 512, "steps": 30, "warmup": 10, "cifar_images": 50_000,
-            "packed": 4}
+        return {"r50_batch": 2, "r50_side": 64, "cifar_batch": 8, "steps": 1, "warmup": 0,
+                "packed": 2, "beton_images": 250, "beton_val": 50}
+    return {"r50_batch": 256, "r50_side": 224, "cifar_batch": 512, "steps": 30, "warmup": 10,
+            "packed": 4, "beton_images": 50_000, "beton_val": 5_000}
 
 
 def train_rate(arch: str, variant: str, *, batch: int, side: int, steps: int, warmup: int, device: str,
@@ -74,6 +76,34 @@ def _sync(device: str) -> None:
 
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def loader_epoch_rates(loaders: tuple[str, ...], *, images: int, val: int, batch: int, device: str) -> dict[str, float]:
+    """Training images/s of a ResNet-20 epoch through the `Trainer` with each loader, on a CIFAR-10 layout of
+    random pixels prepared once (`images` training images, `val` of them held out): the second epoch's rate,
+    after FFCV's first epoch and cuDNN's search."""
+    import numpy as np
+
+    from benchmarks.loaders import write_cifar_like
+    from pipelines import prepare_dataset
+    from training import metrics
+    from training.config import TrainConfig
+    from training.trainer import Trainer
+
+    threads = os.cpu_count() or 1
+    rates = {}
+    with tempfile.TemporaryDirectory(prefix="resnetctl-gpu-") as tmp:
+        write_cifar_like(Path(tmp) / "raw", images, np.random.default_rng(0))
+        prepare_dataset("cifar10", Path(tmp) / "cifar", source=Path(tmp) / "raw", val_size=val, num_workers=threads)
+        for loader in loaders:
+            on_gpu = device == "cuda"
+            cfg = TrainConfig(batch_size=batch, lr=0.1, epochs=2, loader=loader, num_workers=threads,
+                              amp="bf16" if on_gpu else "off", channels_last=on_gpu)
+            trainer = Trainer(cfg, arch="resnet20-A", variant="cifar", dataset_path=str(Path(tmp) / "cifar"), seed=0,
+                              device=device)
+            trainer.train_epoch()
+            rates[loader] = trainer.train_epoch()[metrics.IMAGES_PER_S]
+    return rates
 
 
 def _packed_worker(args: tuple) -> float:
@@ -137,8 +167,13 @@ def rows(dry_run: bool) -> list[tuple[str, float | None, str]]:
     cifar = {"batch": size["cifar_batch"], "side": 32, "steps": size["steps"], "warmup": size["warmup"],
              "device": device, "amp": device == "cuda", "channels_last": device == "cuda"}
     alone = train_rate("resnet20-A", "cifar", **cifar)
-    out.append((f"ResNet-20 CIFAR epoch (s, {size['cifar_images']:,} images)", size["cifar_images"] / alone,
-                "synthetic data; FFCV vs device loader: item 4"))
+    epoch = size["beton_images"] - size["beton_val"]
+    out.append((f"ResNet-20 CIFAR epoch (s, {epoch:,} images)", epoch / alone, "synthetic tensors, no loader"))
+    loaders = loader_epoch_rates(("ffcv", "device"), images=size["beton_images"], val=size["beton_val"],
+                                 batch=size["cifar_batch"], device=device)
+    for name, rate in loaders.items():
+        out.append((f"ResNet-20 CIFAR epoch, {name} loader (s)", epoch / rate,
+                    f"{rate:,.0f} img/s; {loaders['ffcv'] / rate:.2f}x FFCV's time"))
     out.append(("ResNet-20, 1 cell alone", alone, "-"))
     packed = packed_rates(size["packed"], cifar)
     out.append((f"ResNet-20, {size['packed']} cells packed (slowest)", min(packed),
