@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from orchestrator import conventions as cv
+from orchestrator.eval_spec import parse_eval_grid
 from orchestrator.expand import expand_cells
 from orchestrator.spec import GridError, parse_grid
-from pipelines import build_loader
+from pipelines import build_loader, shard_positions
 from training.config import TrainConfig
 from training.trainer import Trainer
 
@@ -76,7 +77,8 @@ def test_device_loader_augments_as_the_paper_says(digits_root):
     common = dict(batch_size=2000, loader="device", seed=5, normalization="pixel_mean", drop_last=False)
     (plain, _), = list(build_loader(digits_root, "train", train=False, **common))
     loader = build_loader(digits_root, "train", train=True, **common)
-    source = plain[torch.from_numpy(loader._positions(0))]
+    order = shard_positions(len(plain), 0, seed=5, rank=0, world_size=1, shuffle=True, equal_shards=False)
+    source = plain[torch.from_numpy(order)]
     (augmented, _), = list(loader)
     padded = torch.nn.functional.pad(source, (4, 4, 4, 4))
     found = torch.zeros(len(source), 2, 9, 9, dtype=torch.bool)  # image, mirrored, row offset, column offset
@@ -97,6 +99,10 @@ def test_device_loader_is_refused_for_imagenet_size_data(imagenet_root):
             "train": {"loader": "device"}}
     with pytest.raises(GridError, match="train.loader: loader 'device' holds a whole 32x32 split"):
         expand_cells(parse_grid(grid, "g.yaml"))
+    evaluation = {"name": "e", "dataset": {"name": "imagenet", "path": "/data/imagenet"},
+                  "evaluate": {"protocol": ["center"], "models": [{"grid": "g"}], "loader": "device"}}
+    with pytest.raises(GridError, match="evaluate.loader: loader 'device' holds a whole 32x32 split"):
+        parse_eval_grid(evaluation, "e.yaml")
     with pytest.raises(ValueError, match="for 32x32 data"):
         build_loader(imagenet_root, "train", batch_size=8, train=True, loader="device")
 
