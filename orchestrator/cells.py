@@ -73,10 +73,10 @@ class Resources(BaseModel):
 ID_NEUTRAL_FIELDS: dict[str, Any] = {"epoch_eval_protocol": None, "compile": False, "plateau_max_drops": None,
                                       "plateau_split": "val", "deterministic": False}
 # TrainConfig fields that change how fast a cell trains, never what it trains (with the per-sample seeded
-# augmentation, the images and their order do not depend on the loading threads): hashed at the value
+# augmentation, the images and their order do not depend on the loading threads; channels-last is a memory layout): hashed at the value
 # every cell held when ids were first handed out, whatever the cell holds, so a grid whose loader threads
 # default from the cell's CPUs on GPUs (expand.py) keeps the ids, runs and checkpoints it had at 1.
-ID_SPEED_FIELDS: dict[str, Any] = {"num_workers": 1}
+ID_SPEED_FIELDS: dict[str, Any] = {"num_workers": 1, "channels_last": False}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 from models.arch import arch_name, default_shortcut
 from orchestrator.cells import Cell
 from orchestrator.conventions import run_name
-from orchestrator.presets import WARMUP_FIELDS, preset
+from orchestrator.presets import GPU_PRESET, WARMUP_FIELDS, preset
 from orchestrator.spec import AXES, CELL_AXES, GridSpec, Loc
 from pipelines.catalog import VARIANT_OF, loader_problem
 from training.config import TrainConfig
@@ -127,8 +127,10 @@ def _cell(spec: GridSpec, b: int, combo: dict[str, tuple[int, Any]]) -> Cell:
                 loc = ("train", name)
                 break
         raise spec.error(loc, f"{text} (cell {run_name(arch_name(depth, shortcut), dataset, seed)})")
-    if spec.resources.use_gpu and "num_workers" not in overrides:
-        values["num_workers"] = gpu_loader_threads(spec.resources.cpus_per_worker)
+    if spec.resources.use_gpu:
+        values.update({name: value for name, value in GPU_PRESET.items() if name not in overrides})
+        if "num_workers" not in overrides:
+            values["num_workers"] = gpu_loader_threads(spec.resources.cpus_per_worker)
     return Cell(
         grid=spec.name,
         arch=arch_name(depth, shortcut),

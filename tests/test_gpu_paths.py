@@ -162,10 +162,25 @@ def test_gpu_cells_decode_with_a_thread_per_cpu_and_keep_their_ids(tmp_path, gri
         return load_cells(path, check_data=False)[1]
 
     (cpu,) = cells({})
-    (gpu,) = cells({"use_gpu": True, "cpus_per_worker": 6})
-    (named,) = cells({"use_gpu": True, "cpus_per_worker": 6}, {"num_workers": 2})
+    fp32 = {"amp": "off"}  # the GPU preset's bf16 changes what is computed: the paper's fp32 here
+    (gpu,) = cells({"use_gpu": True, "cpus_per_worker": 6}, fp32)
+    (named,) = cells({"use_gpu": True, "cpus_per_worker": 6}, {"num_workers": 2, **fp32})
     assert (cpu.train.num_workers, gpu.train.num_workers, named.train.num_workers) == (1, 6, 2)
     assert cpu.cell_id == gpu.cell_id == named.cell_id  # loading threads change speed, not what is trained
+    assert gpu.train.channels_last and not cpu.train.channels_last  # a memory layout: the same id
+
+
+def test_gpu_cells_train_in_bf16_channels_last_unless_the_grid_says_otherwise(tmp_path, grid_file):
+    def cell(resources, train=None):
+        path = grid_file(tmp_path / "g.yaml", name="g", data=tmp_path / "d", resources=resources, train=train or {})
+        return load_cells(path, check_data=False)[1][0]
+
+    gpu, cpu = cell({"use_gpu": True}), cell({})
+    assert (gpu.train.amp, gpu.train.channels_last) == ("bf16", True)
+    assert (cpu.train.amp, cpu.train.channels_last) == ("off", False)  # ignored on a CPU anyway
+    paper = cell({"use_gpu": True}, {"amp": "off", "channels_last": False})
+    assert (paper.train.amp, paper.train.channels_last) == ("off", False)
+    assert gpu.cell_id != cpu.cell_id == paper.cell_id  # bf16 is another computation; channels-last is not
 
 
 def test_a_tune_trials_plain_cuda_device_gets_its_index(monkeypatch):
@@ -240,3 +255,16 @@ def test_gpu_smoke_script_dry_run_runs_every_check_on_the_cpu():
                             capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "all checks passed" in result.stdout
+
+
+def test_the_report_says_which_runs_trained_in_bf16_and_not_the_cpu_runs_that_ignored_it():
+    from orchestrator import conventions as cv
+    from orchestrator.report import tables
+    from orchestrator.report.records import RunRecord
+
+    def run(amp, device):
+        return RunRecord("r", "n", "0", "FINISHED", None, None,
+                         params={cv.param_train("amp"): amp, cv.param_numerics("device"): device})
+
+    assert "bf16 mixed precision (the paper: fp32)" in tables._training_words([run("bf16", "NVIDIA H200")])
+    assert "precision" not in tables._training_words([run("bf16", "cpu"), run("off", "NVIDIA H200")])

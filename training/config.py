@@ -65,8 +65,9 @@ class TrainConfig(BaseModel):
     warmup_until_train_err: float | None = Field(None, ge=0, le=100, description=(
         f"end the warm-up once the training error (%) of the last {WARMUP_WINDOW} iterations, over all workers, "
         "is below this (paper: 80); every worker switches on the same iteration"))
-    amp: AmpMode = Field("off", description="mixed precision on GPUs: off, bf16 or fp16")
-    channels_last: bool = Field(False, description="channels-last memory format on GPUs")
+    amp: AmpMode = Field("off", description=(
+        "mixed precision on GPUs: off, bf16 or fp16; GPU cells default to bf16 (the paper: fp32, `amp: off`)"))
+    channels_last: bool = Field(False, description="channels-last memory format on GPUs (GPU cells default to true)")
     compile: bool = Field(False, description=(
         "torch.compile the training step (worth it on GPUs for long cells; the first steps pay the compilation)"))
     deterministic: bool = Field(False, description=(

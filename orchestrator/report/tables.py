@@ -211,8 +211,18 @@ def _training_words(runs: Iterable[RunRecord]) -> str:
     normalised = sorted({paper.NORMALIZATION_WORDS.get(n, n) for r in runs
                          if (n := r.params.get(cv.PARAM_NORMALIZATION))})
     plateau = _plateau_words(runs)
+    precision = _precision_words(runs)
     return (f"trained on {' / '.join(trained) or 'images not logged'}, "
-            f"{' / '.join(normalised) or 'normalisation not logged'}" + (f"; {plateau}" if plateau else ""))
+            f"{' / '.join(normalised) or 'normalisation not logged'}" + (f"; {plateau}" if plateau else "")
+            + (f"; {precision}" if precision else ""))
+
+
+def _precision_words(runs: Sequence[RunRecord]) -> str:
+    """Mixed precision the runs trained in (GPU cells default to bf16, `presets.GPU_PRESET`): a departure from
+    the paper's fp32. `amp` is ignored on a CPU, so CPU runs say nothing."""
+    modes = sorted({amp for r in runs if (amp := r.params.get(cv.param_train("amp"), "off")) != "off"
+                    and r.params.get(cv.param_numerics("device"), "cpu") != "cpu"})
+    return f"{' / '.join(modes)} mixed precision (the paper: fp32)" if modes else ""
 
 
 def _plateau_words(runs: Sequence[RunRecord]) -> str:
