@@ -23,6 +23,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import psutil
+
 from cluster.net import LOOPBACK, free_port
 from cluster.processes import is_alive, start_time, stop_process_group
 from resnetctl.errors import UserError
@@ -32,6 +34,7 @@ TOKEN_FILE = "ray_auth_token"
 RAY_STOP_TIMEOUT_S = 5.0
 _SAVE_LOCK = threading.Lock()
 OBJECT_STORE_BYTES = 100 * 1024 * 1024  # Ray's minimum is 75 MiB; cells pass tiny objects only
+PREEMPTION_MARGIN_S = 1.0  # `preempt` stops a node this long after its drain deadline (clock skew, GCS ticks)
 
 
 def default_state_dir() -> Path:
@@ -52,6 +55,7 @@ class Proc:
     pid: int
     started: float
     log_file: str
+    drain_deadline: float | None = None  # a Ray node told it will be taken then (UNIX time, `LocalCluster.drain`)
 
     def alive(self) -> bool:
         return is_alive(self.pid, self.started)
@@ -106,7 +110,67 @@ class LocalCluster:
         """Ray nodes the dashboard reports ALIVE (0 when it does not answer)."""
         return count_alive_nodes(self.dashboard_url, self.auth_headers())
 
+    def node_id(self, node: Proc) -> str | None:
+        """The Ray node id (hex) of a node we started: its raylet's `--node_id`; None once the node is gone."""
+        try:
+            tree = psutil.Process(node.pid).children(recursive=True)
+        except psutil.Error:
+            return None
+        for proc in tree:
+            try:
+                flags = [arg for arg in proc.cmdline() if arg.startswith("--node_id=")]
+            except psutil.Error:
+                continue
+            if flags:
+                return flags[0].split("=", 1)[1]
+        return None
+
+    # --- growing ---------------------------------------------------------------------
+    def add_worker(self, cpus: float = 1, timeout: float = 120.0) -> Proc:
+        """Start one more worker node (say, in place of a stopped one) and wait until the GCS counts it."""
+        index = len(self.workers)
+        alive_before = self.alive_nodes()
+        node = _start([str(Path(sys.executable).with_name("ray")), "start", f"--address={self.gcs_address}",
+                       f"--num-cpus={cpus:g}", "--num-gpus=0", *_node_args()],
+                      _ray_env(Path(self.token_file)), Path(self.state_dir) / f"ray-worker-{index}.log")
+        self.workers.append(node)
+        self.save()
+        _wait(lambda: self.alive_nodes() > alive_before, timeout, f"Ray worker node {index}", [self.head, node])
+        return node
+
     # --- stopping --------------------------------------------------------------------
+    def drain(self, node: Proc, *, notice_s: int = 1, message: str = "preempted (local cluster)") -> float:
+        """Tell the GCS that a worker node will be taken for preemption in `notice_s` s; return that deadline.
+
+        This is the notice a cloud gives before it reclaims a spot/preemptible node (`ray drain-node --reason
+        DRAIN_NODE_REASON_PREEMPTION`, as Ray's autoscaler sends it): no new work is placed on the node from
+        then on, what runs there keeps running. Ray does not stop the node at the deadline; `preempt` does.
+        """
+        node_id = self.node_id(node)
+        if node_id is None:
+            raise LocalClusterError(f"no running Ray node under process {node.pid}")
+        drain = subprocess.run(
+            [str(Path(sys.executable).with_name("ray")), "drain-node", f"--address={self.gcs_address}",
+             f"--node-id={node_id}", "--reason=DRAIN_NODE_REASON_PREEMPTION", f"--reason-message={message}",
+             f"--deadline-remaining-seconds={notice_s}"],
+            env=_ray_env(Path(self.token_file)), capture_output=True, text=True, timeout=120)
+        if drain.returncode != 0:
+            raise LocalClusterError(f"ray drain-node refused node {node_id}:\n{drain.stdout}{drain.stderr}")
+        # the command counts the deadline from its own start; counting from its end errs late, the safe side
+        node.drain_deadline = time.time() + notice_s
+        self.save()
+        return node.drain_deadline
+
+    def preempt(self, node: Proc, *, notice_s: int = 1) -> None:
+        """What a cloud does to a spot node: a drain notice (`drain`, unless one was given already), then, once
+        its deadline has passed, the node goes (its process group stopped). Ray records the death of a node
+        drained for preemption that dies after its deadline as AUTOSCALER_DRAIN_PREEMPTED, and the actors that
+        died with it raise errors with `preempted` set; a node that goes earlier, or unannounced, died unexpectedly.
+        """
+        deadline = node.drain_deadline or self.drain(node, notice_s=notice_s)
+        time.sleep(max(0.0, deadline + PREEMPTION_MARGIN_S - time.time()))
+        node.stop(timeout=RAY_STOP_TIMEOUT_S)
+
     def down(self) -> None:
         """Stop MLflow, the workers, the head and PostgreSQL; remove temp dirs and the state file."""
         if self.mlflow is not None:  # its runs are committed already; uvicorn's graceful stop just waits
@@ -144,6 +208,13 @@ def _ray_env(token_file: Path) -> dict[str, str]:
         MLFLOW_DISABLE_TELEMETRY="true",
         DO_NOT_TRACK="1",
     )
+
+
+def _node_args() -> list[str]:
+    """`ray start` arguments of every node: in the foreground (its process group is the node), a small
+    object store, and a dashboard agent port of its own (Ray's default, 52365, is one per machine)."""
+    return ["--block", "--disable-usage-stats", f"--object-store-memory={OBJECT_STORE_BYTES}",
+            f"--dashboard-agent-listen-port={free_port()}"]
 
 
 def _start(cmd: list[str], env: dict[str, str], log_file: Path) -> Proc:
@@ -185,16 +256,11 @@ def up(state_dir: str | Path | None = None, *, workers: int = 2, cpus_per_worker
     token_file.chmod(0o600)
     env = _ray_env(token_file)
     temp_dir = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
-    ray = str(Path(sys.executable).with_name("ray"))
     gcs_port, dashboard_port = free_port(), free_port()
-    common = ["--block", "--disable-usage-stats", f"--object-store-memory={OBJECT_STORE_BYTES}"]
-
-    def node_ports() -> list[str]:  # the agent's HTTP port is fixed (52365) by default: one per node here
-        return [f"--dashboard-agent-listen-port={free_port()}"]
-
-    head = _start([ray, "start", "--head", f"--port={gcs_port}", f"--num-cpus={head_cpus}", "--num-gpus=0",
-                   "--include-dashboard=true", f"--dashboard-host={LOOPBACK}", f"--dashboard-port={dashboard_port}",
-                   f"--temp-dir={temp_dir}", *node_ports(), *common], env, state / "ray-head.log")
+    head = _start([str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={gcs_port}",
+                   f"--num-cpus={head_cpus}", "--num-gpus=0", "--include-dashboard=true", f"--dashboard-host={LOOPBACK}",
+                   f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}", *_node_args()],
+                  env, state / "ray-head.log")
     cluster = LocalCluster(state_dir=str(state), gcs_address="", dashboard_url=f"http://{LOOPBACK}:{dashboard_port}",
                            tracking_uri="", token_file=str(token_file), temp_dir=temp_dir, head=head)
     tracking_error: list[BaseException] = []
@@ -211,13 +277,8 @@ def up(state_dir: str | Path | None = None, *, workers: int = 2, cpus_per_worker
         tracking.start()
         _wait(lambda: cluster.alive_nodes() >= 1, timeout, "Ray head", [head])
         cluster.gcs_address = _gcs_address(gcs_port)
-        for index in range(workers):  # one at a time: concurrent raylet start-ups time out on 2 cores
-            cluster.workers.append(_start(
-                [ray, "start", f"--address={cluster.gcs_address}", f"--num-cpus={cpus_per_worker:g}", "--num-gpus=0",
-                 *node_ports(), *common], env, state / f"ray-worker-{index}.log"))
-            cluster.save()
-            _wait(lambda n=index: cluster.alive_nodes() >= 2 + n, timeout, f"Ray worker node {index}",
-                  [head, *cluster.workers])
+        for _ in range(workers):  # one at a time: concurrent raylet start-ups time out on 2 cores
+            cluster.add_worker(cpus_per_worker, timeout)
         tracking.join()
         if tracking_error:
             raise tracking_error[0]

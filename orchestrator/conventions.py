@@ -17,6 +17,8 @@ TAG_DATASET = "resnetctl.dataset"  # cifar10 | cifar100 | imagenet | digits
 TAG_EVAL_PROTOCOL = "resnetctl.eval_protocol"  # "center" | "10crop" | "full" | "multiscale"
 TAG_AXIS_PREFIX = "resnetctl.axis."  # one tag per grid axis: resnetctl.axis.depth = "56"
 TAG_STATUS = "resnetctl.status"  # "finished" once the cell's final model is logged
+TAG_PREEMPTIONS = "resnetctl.preemptions"  # restarts of the cell's trial after its node was preempted (free)
+TAG_FAILURES = "resnetctl.failures"  # restarts of its trial charged to the failure budget
 
 # --- tags of evaluation cells (a trained model, or an ensemble of several, re-tested once) ------
 TAG_CELL_KIND = "resnetctl.cell_kind"  # KIND_EVALUATION; training runs carry no kind tag

@@ -14,6 +14,10 @@ and GPU and runs the same epoch loop itself (`train_in_trial`), reporting and ch
 Tune (`tune.report(..., checkpoint=)`, `tune.get_checkpoint()`); Tune's failure config restarts a
 killed trial from its checkpoint, and the trial's folder (named after the cell, as the Train run is)
 holds the checkpoints a later submit resumes from.
+
+A restart caused by a preempted node (drained for preemption, then gone) is not charged to a cell's
+failure budget: Ray's own rule, which Tune's trials and Ray Train's workers follow (`preemption.py` says
+how); `preemption.RestartLog` records each restart's cause in the cell's MLflow run.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ TRAIN_MAX_FAILURES = 2  # a killed worker restarts from its latest checkpoint th
 # a trial whose own process died (its node was lost) is started again, on a live node; its
 # TorchTrainer finds the cell's checkpoints under the same run name and resumes from them
 TRIAL_MAX_FAILURES = 1
+# a Train worker lost with a preempted node restarts from its checkpoint on this budget, not max_failures:
+# unbounded, as the cloud decides how often it takes a spot node back (-1 is also Ray's default; said here)
+TRAIN_MAX_PREEMPTIONS = -1
 FAST_RAY_ENV = {
     # the Train controller polls its workers every 2 s by default: a tiny trial waits on it
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
@@ -187,7 +194,8 @@ def cell_trainable(config: dict[str, Any]) -> None:
         run_config=ray.train.RunConfig(
             name=train_run_name(cell),
             storage_path=config["storage_path"],
-            failure_config=ray.train.FailureConfig(max_failures=config.get("max_failures", TRAIN_MAX_FAILURES)),
+            failure_config=ray.train.FailureConfig(max_failures=config.get("max_failures", TRAIN_MAX_FAILURES),
+                                                   max_preemption_failures=TRAIN_MAX_PREEMPTIONS),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=[TuneReportCallback()],
         ),
@@ -328,6 +336,8 @@ def _tuner(cells: Sequence[AnyCell], *, grid_name: str, tracking_uri: str | None
     search over the cells, or the budget's `searcher`, which hands them out while the budget covers them."""
     from ray import tune
 
+    from orchestrator.preemption import RestartLog
+
     def trial_name(trial) -> str:
         return cell_from_dict(trial.config["cell"]).name
 
@@ -356,9 +366,10 @@ def _tuner(cells: Sequence[AnyCell], *, grid_name: str, tracking_uri: str | None
         run_config=tune.RunConfig(
             name=tune_run_name(grid_name),
             storage_path=str(storage),
-            callbacks=list(callbacks),
+            callbacks=[*callbacks, RestartLog(tracking_uri, run_ids)],
             verbose=0,
-            # a cell trained in its trial is restarted by Tune from its checkpoint, as Train restarts workers
+            # a cell trained in its trial is restarted by Tune from its checkpoint, as Train restarts workers;
+            # a restart after a preemption is not counted against this (Tune's Trial.handle_error)
             failure_config=tune.FailureConfig(max_failures=TRIAL_MAX_FAILURES + (
                 max_failures if any(trains_in_trial(c.to_dict()) for c in cells) else 0)),
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0, num_to_keep=2),
