@@ -80,7 +80,8 @@ class PostgresServer:
 
     @property
     def uri(self) -> str:
-        """SQLAlchemy URI of the MLflow database (psycopg2 is SQLAlchemy 2's default postgresql driver)."""
+        """SQLAlchemy URI of the MLflow database, naming its driver: psycopg2 (the psycopg2-binary wheel we install);
+        a bare postgresql:// would mean psycopg 3 to SQLAlchemy 2.1, which is not installed."""
         return f"postgresql+psycopg2://{DB_USER}:{self.password}@{self.host}:{self.port}/{DB_NAME}"
 
     @property
