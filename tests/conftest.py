@@ -324,6 +324,24 @@ def _resnetctl(cwd, *args: str, timeout: int = 600):
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _render_dom(url: str) -> str:
+    """The page's DOM after headless Chromium ran its JavaScript (the MLflow UI is a single-page app)."""
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is not installed: `make test` installs Debian's chromium package"
+    out = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+                          "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    return out.stdout
+
+
+@pytest.fixture(scope="session")
+def render_dom():
+    """`render_dom(url)`: the DOM headless Chromium built from the page at `url` (http:// or file://), as HTML."""
+    return _render_dom
+
+
 @pytest.fixture(scope="session")
 def resnetctl():
     """`resnetctl(cwd, *args, timeout=600)`: the CLI in its own process in `cwd`; the CompletedProcess."""

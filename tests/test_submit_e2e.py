@@ -260,29 +260,18 @@ def ui_server(workdir, first_submit, wait_for):
         proc.wait(timeout=30)
 
 
-def _render(url: str) -> str:
-    """The page's DOM after headless Chromium ran its JavaScript (the MLflow UI is a single-page app)."""
-    import shutil
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Chromium is not installed: `make test` installs Debian's chromium package"
-    out = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
-                          "--dump-dom", url], capture_output=True, text=True, timeout=120)
-    return out.stdout
-
-
-def test_ui_link_opens_the_grids_runs_in_the_model_training_view(workdir, ui_server):
+def test_ui_link_opens_the_grids_runs_in_the_model_training_view(workdir, ui_server, render_dom):
     link, base = ui_server
     client, _ = runs_of(workdir, "tiny")
     experiment_id = client.get_experiment_by_name("tiny").experiment_id
     assert link == f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-    page = _render(link)
+    page = render_dom(link)
     for name in ("resnet8-A-digits-s0-loadertorch", "plain8-digits-s0-loadertorch"):
         assert name in page, f"{name} is not on the page the link opens"
 
 
-def test_ui_lists_the_registered_models(ui_server):
+def test_ui_lists_the_registered_models(ui_server, render_dom):
     _, base = ui_server
-    page = _render(f"{base}/#/models")
+    page = render_dom(f"{base}/#/models")
     for name in ("digits-resnet8-A", "digits-plain8"):
         assert name in page

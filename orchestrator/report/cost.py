@@ -70,9 +70,11 @@ def cost_text(cost: Cost) -> str:
     return " + ".join(parts)
 
 
-def cost_words(price_per_gpu_hour: float | None) -> str:
+def cost_words(price_per_gpu_hour: float | None, *, per_run: bool = False) -> str:
     """The note under a table with costs: what the hours are and where the money comes from."""
     money = (f"; cost: GPU-h x {price_per_gpu_hour:g} per GPU-hour" if price_per_gpu_hour is not None
              else "; no price_per_gpu_hour, so no money")
-    return ("cost of a cell: the hours its finished runs logged, summed (GPU-h: training wall time x GPUs held; "
-            f"CPU worker-h: wall time x workers, for runs that held no GPU){money}")
+    whose = "cost of a run: the hours it logged" if per_run else \
+        "cost of a cell: the hours its finished runs logged, summed"
+    return (f"{whose} (GPU-h: training wall time x GPUs held; CPU worker-h: wall time x workers, for runs that "
+            f"held no GPU){money}")

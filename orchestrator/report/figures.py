@@ -148,13 +148,20 @@ def build_figures(runs: Sequence[RunRecord], reader: StoreReader) -> dict[str, F
     return {f.name: f.figure for f in build_report_figures(runs, reader)}
 
 
+def _by_arch(runs: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
+    """The runs by network, plain nets first, then by depth (the order a reader scans the legend in)."""
+    groups: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        groups[run.arch].append(run)
+    order = sorted(groups, key=lambda a: (groups[a][0].shortcut != "plain", groups[a][0].depth or 0, a))
+    return {arch: groups[arch] for arch in order}
+
+
 def _runs_words(runs: Sequence[RunRecord]) -> str:
     """"plain8 (seeds 0, 1), resnet8-A (seed 0) of grid g": the networks drawn and their seeds."""
-    by_arch: dict[str, list[RunRecord]] = defaultdict(list)
-    for run in runs:
-        by_arch[run.arch].append(run)
+    by_arch = _by_arch(runs)
     parts = []
-    for arch in sorted(by_arch, key=lambda a: (by_arch[a][0].shortcut != "plain", by_arch[a][0].depth or 0, a)):
+    for arch in by_arch:
         seeds = sorted(r.seed for r in by_arch[arch] if r.seed is not None)
         parts.append(f"{arch} ({'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))})" if seeds
                      else f"{arch} ({len(by_arch[arch])} runs)")
@@ -169,13 +176,10 @@ def _curves_caption(prefix: str, dataset: str, runs: Sequence[RunRecord]) -> str
 
 
 def _last_means(runs: Sequence[RunRecord], histories: Histories, key: str) -> list[str]:
-    """"resnet8-A 12.3" per network: the last value of the seeds' mean series of `key`."""
-    by_arch: dict[str, list[RunRecord]] = defaultdict(list)
-    for run in runs:
-        by_arch[run.arch].append(run)
+    """"resnet8-A 12.30" per network: the last value of the seeds' mean series of `key`."""
     words = []
-    for arch in sorted(by_arch):
-        series = mean_series(by_arch[arch], histories, key)
+    for arch, members in _by_arch(runs).items():
+        series = mean_series(members, histories, key)
         if series:
             words.append(f"{arch} {series[-1][1]:.2f}")
     return words
@@ -185,10 +189,10 @@ def _curves_alt(dataset: str, runs: Sequence[RunRecord], histories: Histories) -
     eval_key = _eval_metric(dataset, runs, histories)
     plain = [r for r in runs if r.shortcut == "plain"]
     residual = [r for r in runs if r.shortcut != "plain"]
-    sides = [f"{side}: " + "; ".join(_last_means(members, histories, eval_key))
-             for side, members in (("plain networks", plain), ("ResNets", residual)) if members]
+    sides = [f"{side}: " + ", ".join(_last_means(members, histories, eval_key))
+             for side, members in (("Plain networks", plain), ("ResNets", residual)) if members]
     return (f"Two line charts of error in percent against training progress on {dataset}. Last mean {eval_key} "
-            f"per network, " + ". ".join(sides) + ".")
+            f"(%) per network. " + ". ".join(sides) + ".")
 
 
 def _responses_caption(dataset: str, runs: Sequence[RunRecord]) -> str:
@@ -198,12 +202,9 @@ def _responses_caption(dataset: str, runs: Sequence[RunRecord]) -> str:
 
 
 def _responses_alt(dataset: str, runs: Sequence[RunRecord], histories: Histories) -> str:
-    by_arch: dict[str, list[RunRecord]] = defaultdict(list)
-    for run in runs:
-        by_arch[run.arch].append(run)
     means = []
-    for arch in sorted(by_arch):
-        values = [v for _, v in mean_series(by_arch[arch], histories, cv.M_LAYER_RESPONSE)]
+    for arch, members in _by_arch(runs).items():
+        values = [v for _, v in mean_series(members, histories, cv.M_LAYER_RESPONSE)]
         if values:
             means.append(f"{arch} {sum(values) / len(values):.2f} over {len(values)} layers")
     return (f"Two line charts of the standard deviation of each layer's response on {dataset}, by layer index and "

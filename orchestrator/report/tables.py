@@ -486,7 +486,7 @@ def build_tables(selection: Selection, *, rows: str | None = None, cols: str | N
     for table in tables:
         _explain(table, tolerance)
         if any(isinstance(v, Cost) for row in table.rows for v in row):
-            table.notes.append(cost_words(grid.price))
+            table.notes.append(cost_words(grid.price, per_run=table.key == "cells"))
     return tables
 
 

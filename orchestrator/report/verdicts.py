@@ -250,10 +250,10 @@ def verdict_summary(tables: Sequence[Table], claims: Sequence[ClaimResult]) -> l
             continue
         judged = [c.verdict for c in cells if c.verdict]
         found = {v: judged.count(v) for v in stats.CELL_VERDICTS}
-        words = f"{_counted(found)} (of {len(judged)} cells with a paper number)" if judged else \
-            "no cell the paper gives a number for"
         unjudged = len(cells) - len(judged)
-        lines.append(f"{table.title}: {words}" + (f"; {unjudged} cell(s) measured, not judged" if unjudged else ""))
+        words = [f"{_counted(found)} (of {len(judged)} cells with a paper number)"] if judged else []
+        words += [f"{unjudged} cell(s) measured, with no paper number to judge them by"] if unjudged else []
+        lines.append(f"{table.title}: {'; '.join(words)}")
     return lines
 
 
