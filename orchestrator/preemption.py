@@ -17,6 +17,7 @@ reading the run see that a cell was preempted, and how often it spent its failur
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from typing import Literal
 
@@ -27,6 +28,8 @@ try:  # Ray is imported lazily everywhere else; a Tune callback needs Tune's bas
     from ray.tune import Callback
 except ImportError:  # pragma: no cover - ray is a hard dependency
     Callback = object  # type: ignore[assignment,misc]
+
+log = logging.getLogger(__name__)
 
 RestartCause = Literal["preemption", "failure"]
 RESTART_TAGS: dict[RestartCause, str] = {"preemption": cv.TAG_PREEMPTIONS, "failure": cv.TAG_FAILURES}
@@ -57,7 +60,10 @@ class RestartLog(Callback):
         self.restarts[cell_id][cause] += 1
         run_id = self.run_ids.get(cell_id)
         if self.tracking_uri and run_id:
-            _add_to_tag(self.tracking_uri, run_id, RESTART_TAGS[cause])
+            try:
+                _add_to_tag(self.tracking_uri, run_id, RESTART_TAGS[cause])
+            except Exception:  # a tag is worth less than the grid: an error in a Tune callback ends the experiment
+                log.warning("could not record a %s restart in run %s", cause, run_id, exc_info=True)
 
 
 def _add_to_tag(uri: str, run_id: str, tag: str) -> None:
