@@ -41,6 +41,22 @@ def digits_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def digits_cell(digits_root):
+    """`digits_cell(**train)`: a resnet8-A Cell on the prepared digits, for the tests of the training loop without
+    Ray: the torch loader in this process, batches of 64, 3 an epoch, 2 epochs; `train` changes that."""
+    from orchestrator.cells import Cell
+    from training.config import TrainConfig
+
+    def make(**train):
+        cfg = {"batch_size": 64, "lr": 0.1, "epochs": 2, "loader": "torch", "num_workers": 0, "eval_protocol": "full",
+               "max_train_batches": 3, **train}
+        return Cell(grid="t", arch="resnet8-A", depth=8, shortcut="A", variant="cifar", dataset="digits",
+                    dataset_path=str(digits_root), seed=0, train=TrainConfig(**cfg))
+
+    return make
+
+
 def _overlay(defaults: dict, changes: dict | None) -> dict:
     merged = {**defaults, **(changes or {})}
     return {key: value for key, value in merged.items() if value is not None}

@@ -11,17 +11,7 @@ import pytest
 import torch
 
 from orchestrator import conventions as cv
-from orchestrator.cells import Cell
 from orchestrator.train_entry import trainer_for_cell
-from training.config import TrainConfig
-
-
-def _cell(root, **train) -> Cell:
-    cfg = dict(batch_size=64, lr=0.1, epochs=1, loader="torch", num_workers=0, eval_protocol="full",
-               max_train_batches=3)
-    cfg.update(train)
-    return Cell(grid="t", arch="resnet8-A", depth=8, shortcut="A", variant="cifar", dataset="digits",
-                dataset_path=str(root), seed=0, train=TrainConfig(**cfg))
 
 
 def _per_step_reference(trainer) -> tuple[float, float]:
@@ -40,11 +30,11 @@ def _per_step_reference(trainer) -> tuple[float, float]:
     return loss_sum / seen, 100.0 * wrong / seen
 
 
-def test_an_epoch_gives_the_same_weights_and_metrics_as_reading_the_loss_every_step(digits_root):
+def test_an_epoch_gives_the_same_weights_and_metrics_as_reading_the_loss_every_step(digits_cell):
     torch.set_num_threads(1)
-    ours = trainer_for_cell(_cell(digits_root))
+    ours = trainer_for_cell(digits_cell(epochs=1))
     metrics = ours.train_epoch()
-    reference = trainer_for_cell(_cell(digits_root))
+    reference = trainer_for_cell(digits_cell(epochs=1))
     loss, err = _per_step_reference(reference)
     assert metrics[cv.M_TRAIN_LOSS] == loss and metrics[cv.M_TRAIN_ERR] == err  # the same floats, not approx
     theirs = reference.net.state_dict()
@@ -67,16 +57,16 @@ def _host_reads(trainer, monkeypatch) -> int:
     return calls["n"]
 
 
-def test_host_reads_per_epoch_do_not_grow_with_the_steps(digits_root, monkeypatch):
+def test_host_reads_per_epoch_do_not_grow_with_the_steps(digits_cell, monkeypatch):
     torch.set_num_threads(1)
-    short = _host_reads(trainer_for_cell(_cell(digits_root, max_train_batches=2)), monkeypatch)
-    long = _host_reads(trainer_for_cell(_cell(digits_root, max_train_batches=6)), monkeypatch)
+    short = _host_reads(trainer_for_cell(digits_cell(epochs=1, max_train_batches=2)), monkeypatch)
+    long = _host_reads(trainer_for_cell(digits_cell(epochs=1, max_train_batches=6)), monkeypatch)
     assert short == long <= 2
 
 
 @pytest.mark.parametrize("compile_model", [False, True])
-def test_compile_wraps_only_the_training_model(digits_root, monkeypatch, compile_model):
+def test_compile_wraps_only_the_training_model(digits_cell, monkeypatch, compile_model):
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or model)
-    trainer = trainer_for_cell(_cell(digits_root, compile=compile_model))
+    trainer = trainer_for_cell(digits_cell(epochs=1, compile=compile_model))
     assert compiled == ([trainer.net] if compile_model else [])

@@ -15,14 +15,6 @@ from training.config import TrainConfig
 from training.schedule import PresetSchedule
 
 
-def _cell(root, **train) -> Cell:
-    cfg = dict(batch_size=64, lr=0.1, epochs=2, loader="torch", num_workers=0, eval_protocol="full",
-               max_train_batches=3)
-    cfg.update(train)
-    return Cell(grid="t", arch="resnet8-A", depth=8, shortcut="A", variant="cifar", dataset="digits",
-                dataset_path=str(root), seed=0, train=TrainConfig(**cfg))
-
-
 def test_milestones_in_iterations_divide_the_rate():
     s = PresetSchedule(TrainConfig(batch_size=128, lr=0.1, iterations=64000, lr_milestones=(32000, 48000)))
     assert s.lr(0, 0) == pytest.approx(0.1)
@@ -64,9 +56,9 @@ def test_checkpoint_is_atomic(tmp_path):
         load_checkpoint(torn)
 
 
-def test_epoch_metrics_and_iteration_budget(digits_root):
+def test_epoch_metrics_and_iteration_budget(digits_cell):
     torch.set_num_threads(1)
-    trainer = trainer_for_cell(_cell(digits_root, epochs=None, iterations=5))
+    trainer = trainer_for_cell(digits_cell(epochs=None, iterations=5))
     assert trainer.steps_per_epoch == 3 and trainer.num_epochs == 2
     first = trainer.run_epoch()
     assert set(cv.EPOCH_METRICS) <= set(first)
@@ -79,14 +71,14 @@ def test_epoch_metrics_and_iteration_budget(digits_root):
     assert len(responses) == 7 and all(r > 0 for r in responses)  # resnet8: 3 + 2*2 3x3 convs
 
 
-def test_resume_restores_weights_optimiser_schedule_and_position(digits_root, tmp_path):
+def test_resume_restores_weights_optimiser_schedule_and_position(digits_cell, tmp_path):
     torch.set_num_threads(1)
-    first = trainer_for_cell(_cell(digits_root, lr_milestones=(1,)))
+    first = trainer_for_cell(digits_cell(lr_milestones=(1,)))
     first.run_epoch()
     saved = first.state_dict()
     save_checkpoint(tmp_path, saved)
 
-    resumed = trainer_for_cell(_cell(digits_root, lr_milestones=(1,)))
+    resumed = trainer_for_cell(digits_cell(lr_milestones=(1,)))
     resumed.load_state_dict(load_checkpoint(tmp_path))
     assert (resumed.epoch, resumed.iteration) == (1, 3)
     assert resumed.train_loader.epoch == 1  # the shuffle continues with epoch 1's order
@@ -104,10 +96,10 @@ def test_resume_restores_weights_optimiser_schedule_and_position(digits_root, tm
     assert not torch.equal(resumed.net.conv1.weight, saved["model"]["conv1.weight"])
 
 
-def test_checkpoint_of_another_cell_is_refused(digits_root):
-    trainer = trainer_for_cell(_cell(digits_root))
+def test_checkpoint_of_another_cell_is_refused(digits_cell):
+    trainer = trainer_for_cell(digits_cell())
     state = trainer.state_dict()
-    other = trainer_for_cell(_cell(digits_root, lr=0.05))
+    other = trainer_for_cell(digits_cell(lr=0.05))
     with pytest.raises(ValueError, match="belongs to cell"):
         other.load_state_dict(state)
 
