@@ -130,7 +130,7 @@ class LocalCluster:
         """Start one more worker node (say, in place of a stopped one) and wait until the GCS counts it."""
         index = len(self.workers)
         alive_before = self.alive_nodes()
-        node = _start([str(Path(sys.executable).with_name("ray")), "start", f"--address={self.gcs_address}",
+        node = _start([_ray_cli(), "start", f"--address={self.gcs_address}",
                        f"--num-cpus={cpus:g}", "--num-gpus=0", *_node_args()],
                       _ray_env(Path(self.token_file)), Path(self.state_dir) / f"ray-worker-{index}.log")
         self.workers.append(node)
@@ -150,7 +150,7 @@ class LocalCluster:
         if node_id is None:
             raise LocalClusterError(f"no running Ray node under process {node.pid}")
         drain = subprocess.run(
-            [str(Path(sys.executable).with_name("ray")), "drain-node", f"--address={self.gcs_address}",
+            [_ray_cli(), "drain-node", f"--address={self.gcs_address}",
              f"--node-id={node_id}", "--reason=DRAIN_NODE_REASON_PREEMPTION", f"--reason-message={message}",
              f"--deadline-remaining-seconds={notice_s}"],
             env=_ray_env(Path(self.token_file)), capture_output=True, text=True, timeout=120)
@@ -210,6 +210,11 @@ def _ray_env(token_file: Path) -> dict[str, str]:
     )
 
 
+def _ray_cli() -> str:
+    """The `ray` command of this venv (never another Ray on PATH)."""
+    return str(Path(sys.executable).with_name("ray"))
+
+
 def _node_args() -> list[str]:
     """`ray start` arguments of every node: in the foreground (its process group is the node), a small
     object store, and a dashboard agent port of its own (Ray's default, 52365, is one per machine)."""
@@ -257,7 +262,7 @@ def up(state_dir: str | Path | None = None, *, workers: int = 2, cpus_per_worker
     env = _ray_env(token_file)
     temp_dir = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
     gcs_port, dashboard_port = free_port(), free_port()
-    head = _start([str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={gcs_port}",
+    head = _start([_ray_cli(), "start", "--head", f"--port={gcs_port}",
                    f"--num-cpus={head_cpus}", "--num-gpus=0", "--include-dashboard=true", f"--dashboard-host={LOOPBACK}",
                    f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}", *_node_args()],
                   env, state / "ray-head.log")
