@@ -342,6 +342,34 @@ def test_html_is_one_self_contained_page_with_figures(store, tmp_path):
     assert "<td>8.50 (8.90±0.40, [7.91, 9.89], n=3) ?</td>" in page and "<td>–</td>" in page
 
 
+def test_markdown_with_out_shows_each_figure_with_its_caption(store, tmp_path):
+    uri, _, _ = store
+    result = _report(uri, "--grid", CIFAR_GRID, "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "report.md").read_text()
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert pngs == ["fig6_cifar10_curves.png", "fig7_cifar10_layer_responses.png"]
+    assert all(f"]({name})" in text for name in pngs)  # beside the report, linked by a relative path
+    assert "_Fig. 6 (CIFAR-10 training curves), ours on cifar10" in text
+    assert "Runs: plain20 (seeds 0, 1, 2), plain56 (seeds 0, 1, 2), resnet20-A (seeds 0, 1, 2)" in text
+
+
+def test_a_price_turns_each_cells_gpu_hours_into_money(store):
+    uri, _, _ = store
+    result = _report(uri, "--grid", CIFAR_GRID, "--price-per-gpu-hour", "2.5")
+    assert result.exit_code == 0, result.output
+    rows = _md_rows(result.output, "Table 6: CIFAR-10 test error (%)")
+    assert rows["20"]["ResNet cost"] == "0.15 GPU-h (cost 0.38)"  # 3 runs x 0.05 GPU-h x 2.5
+    assert "compute: 3.10 worker-hours, 1.55 GPU-hours, cost 3.88" in result.output
+    doc = json.loads(_report(uri, "--grid", CIFAR_GRID, "--format", "json", "--price-per-gpu-hour", "2.5").output)
+    table6 = next(t for t in doc["tables"] if t["key"] == "table6")
+    row110 = dict(zip(table6["columns"], table6["rows"][4], strict=True))
+    assert row110["ResNet cost"] == {"runs": 2, "device": "gpu", "worker_hours": pytest.approx(1.1),
+                                     "gpu_hours": pytest.approx(0.55), "cpu_worker_hours": 0.0,
+                                     "price_per_gpu_hour": 2.5, "money": pytest.approx(1.375)}
+    assert row110["plain cost"] is None  # no finished run: an empty mark, not zero
+
+
 def test_figures_have_the_papers_lines(store):
     from orchestrator.report.figures import build_figures
 

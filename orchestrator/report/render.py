@@ -108,7 +108,8 @@ def _header(selection: Selection) -> str:
             f"{len(selection.runs)} runs)")
 
 
-def to_markdown(selection: Selection, tables: Sequence[Table]) -> str:
+def to_markdown(selection: Selection, tables: Sequence[Table], figures: Sequence[ReportFigure] = ()) -> str:
+    """The tables; with `figures` (--out writes their PNGs beside the report) each as an image with its caption."""
     out = [f"# {_header(selection)}", ""]
     for t in tables:
         out += [f"## {t.title}", "", f"_Protocol: {t.protocol}_", ""]
@@ -116,6 +117,10 @@ def to_markdown(selection: Selection, tables: Sequence[Table]) -> str:
         out.append("|" + "|".join("---" for _ in t.columns) + "|")
         out += ["| " + " | ".join(format_value(v, "md") for v in row) + " |" for row in t.rows]
         out += ["", *(f"- {note}" for note in [*_notes(t, "md"), *_compute_lines(t)]), ""]
+    if figures:
+        out += ["## Figures", ""]
+        for figure in figures:
+            out += [f"![{figure.alt}]({figure.name}.png)", "", f"_{figure.caption}_", ""]
     return "\n".join(out)
 
 
@@ -235,4 +240,6 @@ def render(fmt: str, selection: Selection, tables: Sequence[Table], figures: Seq
         return to_html(selection, tables, figures, claims, verdicts)
     if fmt == "json":
         return to_json(selection, tables, claims, verdicts)
+    if fmt == "md":
+        return to_markdown(selection, tables, figures)
     return {"md": to_markdown, "csv": to_csv, "latex": to_latex}[fmt](selection, tables)
