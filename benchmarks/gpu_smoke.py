@@ -64,7 +64,7 @@ def _loader_threads() -> set:
 
 @check
 def ffcv_gpu_pipeline(ctx) -> str:
-    from training.trainer import first_images
+    from training.tester import first_images
 
     before = _loader_threads()
     trainer = _trainer(ctx, _config(epochs=1))
@@ -128,7 +128,7 @@ def cuda_rng(ctx) -> str:
 
 
 def _views(ctx, protocol: str) -> str:
-    from training.trainer import build_eval_loaders
+    from training.loaders import build_eval_loaders
 
     cfg = _config(batch_size=2, epochs=1, eval_protocol=protocol, loader=ctx["loader"])
     trainer = _trainer(ctx, cfg, data="imagenet")

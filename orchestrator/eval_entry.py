@@ -11,7 +11,7 @@ one rank before an ensemble could average them.
 
 The networks come from the MLflow model registry (`models:/<name>/<version>`, or a run's logged model),
 loaded with `mlflow.pytorch.load_model`; each is tested through the loader its own training config
-would build (`training.trainer.build_eval_loaders`), so the images are prepared as in its training.
+would build (`training.loaders.build_eval_loaders`), so the images are prepared as in its training.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def member_predictions(cell: EvalCell, uri: str, device) -> Iterator[tuple[Any, 
 
     from orchestrator.tracking import using_store
     from training.evaluation import predict
-    from training.trainer import build_eval_loaders
+    from training.loaders import build_eval_loaders
 
     for member in cell.members:
         with using_store(uri):  # models:/ URIs resolve in the store's registry

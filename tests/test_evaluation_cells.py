@@ -28,7 +28,8 @@ PROTOCOLS = ("full", "10crop")
 # ----------------------------------------------------------------------------- without Ray
 def test_final_test_runs_the_final_protocol_once_where_the_epochs_used_a_cheaper_one(digits_root):
     from training.config import TrainConfig
-    from training.trainer import Trainer, build_eval_loaders
+    from training.loaders import build_eval_loaders
+    from training.trainer import Trainer
 
     common = {"batch_size": 64, "lr": 0.1, "epochs": 1, "max_train_batches": 2, "loader": "torch",
               "num_workers": 0, "eval_protocol": "10crop"}
@@ -164,7 +165,7 @@ def _direct_ensemble_errors(uri: str, digits_root: Path, trained: dict) -> tuple
 
     from orchestrator.evaluation import train_config_from_params
     from pipelines import build_loader
-    from training.trainer import loader_options
+    from training.loaders import loader_options
 
     mlflow.set_tracking_uri(uri)
     try:

@@ -19,7 +19,9 @@ from orchestrator import remote
 from orchestrator.grid_loading import load_cells
 from training import checkpoint as ckpt
 from training.config import TrainConfig
-from training.trainer import TEN_CROP_CENTRE, Trainer, epoch_batches, first_images
+from training.loaders import epoch_batches
+from training.tester import TEN_CROP_CENTRE, first_images
+from training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"batch_size": 64, "lr": 0.1, "epochs": 1, "max_train_batches": 1, "loader": "torch", "num_workers": 0,

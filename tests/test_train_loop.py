@@ -124,7 +124,7 @@ def test_top5_error_counts_the_labels_outside_the_five_best_scores():
     """10 classes, every image scored 0 > 1 > ... > 9: labels 1 and 4 are in the top 5, 5 and 9 are not."""
     from contextlib import nullcontext
 
-    from training.trainer import evaluate
+    from training.tester import evaluate
 
     class Ranked(torch.nn.Module):
         def forward(self, images):

@@ -25,10 +25,10 @@ from pipelines.detection_data import build_detection_loader
 from pipelines.detection_prepare import detection_manifest, load_split
 from pipelines.prepare import IMAGENET_MEAN, IMAGENET_STD
 from training import metrics as m
-from training.checkpoint import rng_state, set_rng_state
 from training.detection_config import DetectionConfig
 from training.detection_metrics import Detection, detection_scores
 from training.distributed import all_reduce, gather_to_first
+from training.progress import RunProgress
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")  # torchvision's names
 
@@ -79,7 +79,7 @@ def detect(net: nn.Module, loader, device: torch.device) -> tuple[list[Detection
     return found, seen
 
 
-class DetectionTrainer:
+class DetectionTrainer(RunProgress):
     """Detector, sharded loaders, SGD and the step schedule for one worker of one detection run."""
 
     def __init__(self, cfg: DetectionConfig, *, arch: str, dataset: str, dataset_path: str, seed: int,
@@ -105,29 +105,17 @@ class DetectionTrainer:
         if self.steps_per_epoch < 1:
             raise ValueError(f"the training splits give this worker no batch of {self.per_worker_batch} images")
         self.total_iterations = cfg.iterations
-        self.epoch = self.iteration = 0
-        self.elapsed_s = self.last_epoch_s = 0.0
-        self.curves: dict[str, list[float]] = {}
+        self._start_progress()
 
-    # -- state --------------------------------------------------------------------------
-    @property
-    def done(self) -> bool:
-        return self.iteration >= self.total_iterations
-
+    # -- state (the run's counters and curves: `RunProgress`) -------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng_state(self.device),
-                "epoch": self.epoch, "iteration": self.iteration, "elapsed_s": self.elapsed_s,
-                "curves": self.curves, "cell_id": self.run_key}
+        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), **self._progress_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("cell_id") not in (None, self.run_key):
-            raise ValueError(f"checkpoint belongs to cell {state['cell_id']}, not {self.run_key}")
+        self._check_run_key(state)
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"], self.device)
-        self.epoch, self.iteration = int(state["epoch"]), int(state["iteration"])
-        self.elapsed_s = float(state["elapsed_s"])
-        self.curves = {k: list(v) for k, v in state["curves"].items()}
+        self._load_progress(state)
         self.train_loader.set_epoch(self.epoch)
 
     # -- steps --------------------------------------------------------------------------
@@ -189,10 +177,4 @@ class DetectionTrainer:
         self.epoch += 1
         if self.done or (self.cfg.eval_every and self.epoch % self.cfg.eval_every == 0):
             metrics.update(self.test())
-        metrics[m.ITERATION] = float(self.iteration)
-        self.last_epoch_s = time.perf_counter() - start
-        self.elapsed_s += self.last_epoch_s
-        for key, value in metrics.items():
-            self.curves.setdefault(key, []).append(value)
-        self.curves.setdefault("epoch", []).append(self.epoch)
-        return metrics
+        return self._end_epoch(metrics, start)

@@ -9,6 +9,9 @@ An ensemble averages its members' softmax probabilities image by image (Sec. 3.4
 combine six models of different depth"); one network is an ensemble of one. Every member's loader
 visits the split in the same, unshuffled order, so the members' probabilities line up row by row; only
 their running sum is kept, so an ensemble costs one member's memory (N x classes floats).
+
+`class_scores`, one batch seen through a protocol, is also what a training run's own tests score
+(`training.tester`): a network is tested the same way during its training and after it.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from training.trainer import class_scores
+from pipelines.augment import multiscale_views
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,19 @@ class EvalResult:
     top5: float
     images: int
     members: tuple[tuple[float, float], ...]
+
+
+def class_scores(net: nn.Module, images: torch.Tensor, eval_protocol: str, *,
+                 probabilities: bool = False) -> torch.Tensor:
+    """Scores of one evaluation batch: crops' softmax averaged (10-crop), scales' too (multi-scale), else logits
+    (their softmax with `probabilities`, so that every protocol gives probabilities an ensemble can average)."""
+    if images.dim() == 5:  # (batch, crops, C, H, W)
+        b, c = images.shape[:2]
+        return F.softmax(net(images.flatten(0, 1)).float(), 1).view(b, c, -1).mean(1)
+    if eval_protocol == "multiscale":  # fully convolutional: each scale, mirrored
+        return torch.stack([F.softmax(net(view).float(), 1) for view in multiscale_views(images)]).mean(0)
+    logits = net(images).float()
+    return F.softmax(logits, 1) if probabilities else logits
 
 
 @torch.no_grad()
