@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 from pipelines.detection_catalog import DETECTION_TASK
 from pipelines.detection_sources import DetectionSource, load_detection_source
-from pipelines.manifest import MANIFEST_NAME, DatasetError, load_manifest
+from pipelines.manifest import DatasetError, load_manifest
 
 DETECTION_MANIFEST_VERSION = 1
 DETECTION_IMAGE_SIZE = 600  # Appendix A / Faster R-CNN: images rescaled to a shorter side of 600
@@ -51,30 +49,19 @@ def prepare_detection(name: str, root: str | Path, *, source: str | Path | None)
     if root.exists() and not root.is_dir():
         raise DatasetError(f"{root}: exists and is not a folder")
     found = load_detection_source(name, source)
+    # imported here: loading a detection grid reads this module, and must not load numpy
+    from pipelines.prepare import StagedFiles
+
     root.mkdir(parents=True, exist_ok=True)
-    tag = f".tmp-{os.getpid()}-{time.monotonic_ns()}"
-    pending: list[tuple[Path, Path]] = []  # (temporary, final)
     digest = hashlib.sha256()
-    try:
+    with StagedFiles(root) as staged:
         splits: dict[str, dict[str, Any]] = {}
         for split, data in found.splits.items():
             text = json.dumps(data, separators=(",", ":"))
             digest.update(split.encode() + text.encode())
-            final, tmp = root / f"{split}.json", root / f".{split}.json{tag}"
-            pending.append((tmp, final))
-            tmp.write_text(text)
-            splits[split] = {"count": len(data["images"]), "boxes": len(data["annotations"]), "file": final.name}
-        manifest = _manifest(found, splits, source, "sha256:" + digest.hexdigest())
-        tmp = root / f".{MANIFEST_NAME}{tag}"
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        pending.append((tmp, root / MANIFEST_NAME))
-        for tmp_path, final_path in pending:
-            os.replace(tmp_path, final_path)
-        pending.clear()
-        return manifest
-    finally:
-        for tmp_path, _ in pending:
-            tmp_path.unlink(missing_ok=True)
+            staged.stage(f"{split}.json").write_text(text)
+            splits[split] = {"count": len(data["images"]), "boxes": len(data["annotations"]), "file": f"{split}.json"}
+        return staged.commit(_manifest(found, splits, source, "sha256:" + digest.hexdigest()))
 
 
 def load_split(root: str | Path, manifest: dict[str, Any], split: str) -> dict[str, Any]:

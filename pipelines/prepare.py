@@ -221,6 +221,38 @@ def _manifest(raw, splits: dict[str, dict[str, Any]], source, opts: dict[str, An
     }
 
 
+class StagedFiles:
+    """A prepared folder's files, written under temporary names and renamed into place together, the
+    manifest last (`commit`): a preparation that fails or is killed leaves no temporary and never a
+    manifest naming a half-written file. FFCV splits and detection splits are prepared alike."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.tag = f".tmp-{os.getpid()}-{time.monotonic_ns()}"
+        self.pending: list[tuple[Path, Path]] = []  # (temporary, final)
+
+    def stage(self, name: str, suffix: str = "") -> Path:
+        """Where to write `root/<name><suffix>` for now (the suffix stays last: np.save appends .npy)."""
+        tmp = self.root / f".{name}{self.tag}{suffix}"
+        self.pending.append((tmp, self.root / f"{name}{suffix}"))
+        return tmp
+
+    def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Write the manifest, then rename every staged file into place; the manifest."""
+        self.stage(MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        for tmp, final in self.pending:
+            os.replace(tmp, final)
+        self.pending.clear()
+        return manifest
+
+    def __enter__(self) -> StagedFiles:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for tmp, _ in self.pending:  # what a failure left behind
+            tmp.unlink(missing_ok=True)
+
+
 def prepare_dataset(
     name: str,
     root: str | Path,
@@ -250,38 +282,20 @@ def prepare_dataset(
             raise DatasetError(f"{source or name}: split '{split}' is empty")
 
     root.mkdir(parents=True, exist_ok=True)
-    tag = f".tmp-{os.getpid()}-{time.monotonic_ns()}"
-    pending: list[tuple[Path, Path]] = []  # (temporary, final)
-    try:
+    with StagedFiles(root) as staged:
         splits: dict[str, dict[str, Any]] = {}
         for split, src in raw.splits.items():
-            final = root / f"{split}.beton"
-            tmp = root / f".{split}.beton{tag}"
-            pending.append((tmp, final))
-            _write_split(split, src, tmp, raw, opts)
-            splits[split] = {"count": len(src.samples), "file": final.name}
+            _write_split(split, src, staged.stage(f"{split}.beton"), raw, opts)
+            splits[split] = {"count": len(src.samples), "file": f"{split}.beton"}
 
         mean, std, stats_from, mean_images = _statistics(raw, opts, seed)
         for split, (image, count) in mean_images.items():
-            final = root / f"{split}_mean_image.npy"
-            tmp = root / f".{split}_mean_image{tag}.npy"
-            pending.append((tmp, final))
-            np.save(tmp, image.astype(np.float32))
-            splits[split].update(mean_image_file=final.name, mean_image_count=count)
+            np.save(staged.stage(f"{split}_mean_image", ".npy"), image.astype(np.float32))
+            splits[split].update(mean_image_file=f"{split}_mean_image.npy", mean_image_count=count)
         for alias, split in raw.aliases.items():
             splits[alias] = dict(splits[split])
 
-        manifest = _manifest(raw, splits, source, opts, mean, std, {"stats_from": stats_from})
-        tmp = root / f".{MANIFEST_NAME}{tag}"
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        pending.append((tmp, root / MANIFEST_NAME))
-        for tmp_path, final_path in pending:
-            os.replace(tmp_path, final_path)
-        pending.clear()
-        return manifest
-    finally:
-        for tmp_path, _ in pending:
-            tmp_path.unlink(missing_ok=True)
+        return staged.commit(_manifest(raw, splits, source, opts, mean, std, {"stats_from": stats_from}))
 
 
 def _ffcv_version() -> str:
