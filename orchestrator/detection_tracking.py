@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestrator import conventions as cv
 from orchestrator.detection_cells import DetectionCell
-from orchestrator.tracking import _client, find_cell_run
+from orchestrator.tracking import _client, find_cell_run, new_cell_run, reopen_cell_run
 from resnetctl.errors import UserError
 from training.detection_config import SCRATCH
 
@@ -103,22 +103,13 @@ def detection_params(cell: DetectionCell) -> dict[str, str]:
 
 def open_detection_run(uri: str, experiment_id: str, cell: DetectionCell, *, status: str = "RUNNING") -> str:
     """The run a detection cell trains into: its own unfinished one (resumed), or a new one."""
-    from mlflow.entities import Param, RunTag
-
     source = backbone_source(uri, cell)  # before any run is opened: a bad init fails the grid here
     client = _client(uri)
     run = find_cell_run(uri, experiment_id, cell.cell_id)
     if run is not None:
-        client.update_run(run.info.run_id, status=status)
-        client.set_tag(run.info.run_id, cv.TAG_STATUS, cv.STATUS_RUNNING)
-        return run.info.run_id
-    tags = detection_tags(cell, source)
-    run = client.create_run(experiment_id, run_name=cell.name, tags=tags)
-    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in detection_params(cell).items()],
-                     tags=[RunTag(k, v) for k, v in tags.items()])
-    if status != "RUNNING":
-        client.update_run(run.info.run_id, status=status)
-    return run.info.run_id
+        return reopen_cell_run(client, run, status)
+    return new_cell_run(client, experiment_id, cell.name, detection_tags(cell, source), detection_params(cell),
+                        status=status)
 
 
 def load_backbone_state(uri: str, model_uri: str) -> dict[str, Any]:

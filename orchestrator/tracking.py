@@ -240,7 +240,7 @@ def open_cell_run(uri: str, experiment_id: str, cell: Cell, *, restart: bool = F
     cell still has exactly one run). An unfinished run (crashed driver, killed job) is
     reused and set back to RUNNING, so a resumed cell never gets a duplicate run.
     """
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import Param
 
     client = _client(uri)
     run = find_cell_run(uri, experiment_id, cell.cell_id)
@@ -248,21 +248,35 @@ def open_cell_run(uri: str, experiment_id: str, cell: Cell, *, restart: bool = F
         client.delete_run(run.info.run_id)
         run = None
     if run is not None:
-        client.update_run(run.info.run_id, status=status)
-        client.set_tag(run.info.run_id, cv.TAG_STATUS, cv.STATUS_RUNNING)
+        run_id = reopen_cell_run(client, run, status)
         missing = {k: v for k, v in protocol_params(cell).items() if k not in run.data.params}  # older runs
         if missing:
-            client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in missing.items()])
-        return run.info.run_id
-    tags = cell_tags(cell)
-    run = client.create_run(experiment_id, run_name=cell.name, tags=tags)
-    params = {**cell_params(cell), **protocol_params(cell)}
+            client.log_batch(run_id, params=[Param(k, v) for k, v in missing.items()])
+        return run_id
+    params, dataset = {**cell_params(cell), **protocol_params(cell)}, dataset_input(cell)
+    return new_cell_run(client, experiment_id, cell.name, cell_tags(cell), params, status=status,
+                        datasets=[dataset] if dataset is not None else [])
+
+
+def reopen_cell_run(client, run, status: str) -> str:
+    """A cell's unfinished run set back to `status` and tagged running: the cell goes on in it, with no second run."""
+    client.update_run(run.info.run_id, status=status)
+    client.set_tag(run.info.run_id, cv.TAG_STATUS, cv.STATUS_RUNNING)
+    return run.info.run_id
+
+
+def new_cell_run(client, experiment_id: str, name: str, tags: dict[str, str], params: dict[str, str], *,
+                 status: str, datasets=()) -> str:
+    """A cell's new run: its tags and params in one batch, its input datasets, then `status` (e.g. SCHEDULED
+    until its trial starts; RUNNING is MLflow's own)."""
+    from mlflow.entities import Param, RunTag
+
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
                      tags=[RunTag(k, v) for k, v in tags.items()])
-    dataset = dataset_input(cell)
-    if dataset is not None:
-        client.log_inputs(run.info.run_id, datasets=[dataset])
-    if status != "RUNNING":  # e.g. SCHEDULED until its trial starts
+    if datasets:
+        client.log_inputs(run.info.run_id, datasets=list(datasets))
+    if status != "RUNNING":
         client.update_run(run.info.run_id, status=status)
     return run.info.run_id
 
@@ -469,21 +483,12 @@ def evaluation_params(cell: EvalCell) -> dict[str, str]:
 
 def open_evaluation_run(uri: str, experiment_id: str, cell: EvalCell, *, status: str = "RUNNING") -> str:
     """The run an evaluation logs into: its own unfinished one (a rerun tests again), or a new one."""
-    from mlflow.entities import Param, RunTag
-
     client = _client(uri)
     run = find_cell_run(uri, experiment_id, cell.cell_id)
     if run is not None:
-        client.update_run(run.info.run_id, status=status)
-        client.set_tag(run.info.run_id, cv.TAG_STATUS, cv.STATUS_RUNNING)
-        return run.info.run_id
-    tags = evaluation_tags(cell)
-    run = client.create_run(experiment_id, run_name=cell.name, tags=tags)
-    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in evaluation_params(cell).items()],
-                     tags=[RunTag(k, v) for k, v in tags.items()])
-    if status != "RUNNING":
-        client.update_run(run.info.run_id, status=status)
-    return run.info.run_id
+        return reopen_cell_run(client, run, status)
+    return new_cell_run(client, experiment_id, cell.name, evaluation_tags(cell), evaluation_params(cell),
+                        status=status)
 
 
 def open_run(uri: str, experiment_id: str, cell: Cell | EvalCell, *, status: str = "RUNNING") -> str:
