@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,6 +20,9 @@ from models.arch import Shortcut, Variant
 from orchestrator.conventions import KIND_DETECTION, KIND_EVALUATION, run_name
 from pipelines.catalog import EvalProtocol, LoaderName
 from training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from orchestrator.detection_cells import DetectionCell  # it imports this module
 
 RESOURCE_UNIT = 0.0001  # Ray's granularity: a resource amount is a whole number of 0.0001s (less is 0 to it)
 MAX_CELL_CPUS = 65_536  # workers x CPUs of one cell: more is a typo, not a cluster
@@ -79,6 +82,23 @@ ID_NEUTRAL_FIELDS: dict[str, Any] = {"epoch_eval_protocol": None, "compile": Fal
 ID_SPEED_FIELDS: dict[str, Any] = {"num_workers": 1, "channels_last": False}
 
 
+def cell_data(cell: Cell | DetectionCell) -> dict[str, Any]:
+    """A training or detection cell's fields as plain data, its config and resources as dicts too."""
+    data = {f.name: getattr(cell, f.name) for f in dataclasses.fields(cell)}
+    data["train"] = cell.train.model_dump()
+    data["resources"] = cell.resources.model_dump()
+    return data
+
+
+def trained_cell_id(payload: dict[str, Any]) -> str:
+    """The 12-hex id of a training or detection cell's plain data, less where it runs and reads (resources,
+    dataset_path): they change where a cell runs, not what it trains, so a grid resubmitted from another
+    folder or cluster finds its runs."""
+    payload = {key: value for key, value in payload.items() if key not in ("resources", "dataset_path")}
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class Cell:
     """One trial of the grid. `name` is the MLflow run name and the Tune trial name."""
@@ -104,29 +124,19 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        """Stable 12-hex id of what is trained.
-
-        Resources and the data's location are excluded: they change where a cell runs and reads,
-        not what it trains, so a grid resubmitted from another folder or cluster finds its runs;
-        so are fields of ID_NEUTRAL_FIELDS at their neutral value, and ID_SPEED_FIELDS hash at one value.
-        """
+        """Stable 12-hex id of what is trained (`trained_cell_id`: not where it runs and reads); fields of
+        ID_NEUTRAL_FIELDS are left out at their neutral value, and ID_SPEED_FIELDS hash at one value."""
         payload = self.to_dict()
-        payload.pop("resources")
-        payload.pop("dataset_path")
         for name, neutral in ID_NEUTRAL_FIELDS.items():
             if payload["train"].get(name, neutral) == neutral:
                 payload["train"].pop(name, None)
         for name, hashed_as in ID_SPEED_FIELDS.items():
             payload["train"][name] = hashed_as
-        blob = json.dumps(payload, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        return trained_cell_id(payload)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (the TrainConfig as a dict too): what Tune's param space carries and the id hashes."""
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["train"] = self.train.model_dump()
-        data["resources"] = self.resources.model_dump()
-        return data
+        return cell_data(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Cell:

@@ -9,16 +9,13 @@ unchanged). Names: run `faster-rcnn-resnet101-B-voc2007-s0`, registered model
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from models.arch import Shortcut
 from orchestrator import conventions as cv
-from orchestrator.cells import Resources
+from orchestrator.cells import Resources, cell_data, trained_cell_id
 from training.detection_config import DetectionConfig
 
 DETECTOR = "faster-rcnn"
@@ -60,17 +57,10 @@ class DetectionCell:
     @property
     def cell_id(self) -> str:
         """Stable 12-hex id of what is trained (resources and the data's location excluded, as for `Cell`)."""
-        payload = self.to_dict()
-        payload.pop("resources")
-        payload.pop("dataset_path")
-        blob = json.dumps(payload, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        return trained_cell_id(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        data["train"] = self.train.model_dump()
-        data["resources"] = self.resources.model_dump()
-        return {"kind": cv.KIND_DETECTION, **data}
+        return {"kind": cv.KIND_DETECTION, **cell_data(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DetectionCell:
