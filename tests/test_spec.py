@@ -44,7 +44,7 @@ def test_every_training_field_can_be_overridden_and_says_what_it_does():
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("lr_milestones", "[0, 5]", "grid.yaml:7: train.lr_milestones[0]: must be greater than or equal to 1"),
     ("num_workers", "-1", "grid.yaml:7: train.num_workers: must be greater than or equal to 0"),
-    ("loader", "dali", "grid.yaml:7: train.loader: must be 'ffcv' or 'torch'"),
+    ("loader", "dali", "grid.yaml:7: train.loader: must be 'ffcv', 'torch' or 'device'"),
 ])
 def test_training_bounds_and_vocabularies_come_from_the_config(tmp_path, field, value, message):
     with pytest.raises(GridError, match=re.escape(message)):
