@@ -63,14 +63,15 @@ def run_evaluation(cell: EvalCell, uri: str):
     return result, time.perf_counter() - start, device.type == "cuda"
 
 
-def evaluation_trainable(config: dict[str, Any]) -> None:
-    """One Tune trial of an evaluation grid: config holds `cell` (EvalCell.to_dict()), `tracking_uri`, `run_ids`."""
+def evaluation_trainable(config: dict[str, Any], tracking_uri: str | None = None) -> None:
+    """One Tune trial of an evaluation grid: config holds `cell` (EvalCell.to_dict()) and `run_ids`; the store's
+    URI comes through Ray's object store (`tune_runner._trainable`), never the config Tune writes to disk."""
     from ray import tune
 
     from training import metrics
 
     cell = EvalCell.from_dict(config["cell"])
-    uri = config["tracking_uri"]
+    uri = tracking_uri
     run_id = (config.get("run_ids") or {}).get(cell.cell_id)
     try:
         if run_id is not None:

@@ -49,6 +49,11 @@ class RestartLog(Callback):
         self.restarts: dict[str, Counter] = defaultdict(Counter)  # cell id -> {cause: restarts}
         self._failures: dict[str, int] = {}  # trial id -> the num_failures seen last
 
+    def __getstate__(self) -> dict:
+        """Tune pickles its callbacks into tuner.pkl: without the store URI (a PostgreSQL one carries its
+        password). An unpickled RestartLog counts restarts but tags no run."""
+        return {**self.__dict__, "tracking_uri": None}
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self._failures.setdefault(trial.trial_id, trial.run_metadata.num_failures)
 

@@ -162,13 +162,15 @@ def _trial_resources(config: dict[str, Any]):
                                         "GPU": res.get("gpus_per_worker", 1) if res["use_gpu"] else 0}])
 
 
-def cell_trainable(config: dict[str, Any]) -> None:
+def cell_trainable(config: dict[str, Any], tracking_uri: str | None = None) -> None:
     """One Tune trial: fit the cell's TorchTrainer into the MLflow run the driver opened for it.
 
     The trial process never imports MLflow on the way to training (the driver opened the
-    run, rank 0 writes to it): each import here is paid again by every cell.
+    run, rank 0 writes to it): each import here is paid again by every cell. `tracking_uri` comes
+    through Ray's object store (`_trainable`), never the trial's config.
     """
     trial_started_at = time.time()
+    config = {**config, "tracking_uri": tracking_uri}
     if trains_in_trial(config["cell"]):
         return train_in_trial(config, trial_started_at)
     import ray.train
@@ -317,17 +319,22 @@ def run_cells(
     return _outcomes(results, cells, {c.cell_id for c in searcher.held} if searcher is not None else set())
 
 
-def _trainable(cells: Sequence[AnyCell]):
+def _trainable(cells: Sequence[AnyCell], tracking_uri: str | None):
     """Training cells: the driver that fits a TorchTrainer (its workers hold the CPUs); evaluation cells:
-    the evaluation itself, holding the cell's CPUs and GPU. A grid's cells are all of one kind."""
+    the evaluation itself, holding the cell's CPUs and GPU. A grid's cells are all of one kind.
+
+    The store's URI is handed over by `tune.with_parameters` (Ray's object store), not in the trial's
+    config: Tune writes a config to params.json, params.pkl, every result.json line and its experiment
+    state, and a PostgreSQL URI carries its password."""
     from ray import tune
 
     if not all(isinstance(c, EvalCell) for c in cells):
-        return tune.with_resources(cell_trainable, _trial_resources)
+        return tune.with_resources(tune.with_parameters(cell_trainable, tracking_uri=tracking_uri), _trial_resources)
     from orchestrator.eval_entry import evaluation_trainable
 
     res = cells[0].resources
-    return tune.with_resources(evaluation_trainable, {"CPU": res.cpus_per_worker, "GPU": 1 if res.use_gpu else 0})
+    return tune.with_resources(tune.with_parameters(evaluation_trainable, tracking_uri=tracking_uri),
+                               {"CPU": res.cpus_per_worker, "GPU": 1 if res.use_gpu else 0})
 
 
 def _tuner(cells: Sequence[AnyCell], *, grid_name: str, tracking_uri: str | None, run_ids: dict[str, str],
@@ -345,10 +352,9 @@ def _tuner(cells: Sequence[AnyCell], *, grid_name: str, tracking_uri: str | None
         return train_run_name(cell_from_dict(trial.config["cell"]))
 
     return tune.Tuner(
-        _trainable(cells),
+        _trainable(cells, tracking_uri),
         param_space={
             **({} if searcher is not None else {"cell": tune.grid_search([c.to_dict() for c in cells])}),
-            "tracking_uri": tracking_uri,
             "run_ids": run_ids,
             "storage_path": str(storage),
             "max_failures": max_failures,

@@ -85,3 +85,12 @@ def test_ui_on_a_store_that_does_not_answer_is_one_redacted_line_and_starts_noth
     assert result.returncode == 2 and len(lines) == 1 and "hunter2" not in result.stderr, result.stderr
     assert lines[0].startswith("Error: the tracking database postgresql+psycopg2://mlflow:***@127.0.0.1:")
     assert time.monotonic() - started < 30 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_tune_writes_no_store_uri_into_its_trial_files(trained_digits_grid):
+    """A PostgreSQL URI carries its password: the trials get it through Ray's object store, so Tune's params.json,
+    params.pkl, result.json and experiment state (all under results/tune-GRID/) never hold it."""
+    tune_files = [p for p in (trained_digits_grid["workdir"] / "results").glob("tune-*/**/*") if p.is_file()]
+    assert any(p.name == "params.json" for p in tune_files)
+    assert [p for p in tune_files if b"mlflow.db" in p.read_bytes()] == []
