@@ -130,8 +130,8 @@ def _check(spec: EvalGridSpec) -> EvalGridSpec:
         if protocol == "multiscale" and VARIANT_OF[data.name] != "imagenet":
             raise spec.error(("evaluate", "protocol", i),
                              f"multiscale testing is for ImageNet-size images, not {data.name}")
-    if loader_problem(spec.evaluate.loader, data.name):
-        raise spec.error(("evaluate", "loader"), loader_problem(spec.evaluate.loader, data.name))
+    if problem := loader_problem(spec.evaluate.loader, data.name):
+        raise spec.error(("evaluate", "loader"), problem)
     names: dict[str, int] = {}
     for i, ensemble in enumerate(spec.evaluate.ensembles):
         if ensemble.name in names:

@@ -70,8 +70,8 @@ def resolve_train(dataset: str, depth: int, overrides: dict[str, Any]) -> tuple[
     for name in ("eval_protocol", "epoch_eval_protocol"):
         if values.get(name) == "multiscale" and VARIANT_OF[dataset] != "imagenet":
             problems.append((name, f"multiscale testing is for ImageNet-size images, not {dataset}"))
-    if loader_problem(values.get("loader"), dataset):
-        problems.append(("loader", loader_problem(values["loader"], dataset)))
+    if problem := loader_problem(values.get("loader"), dataset):
+        problems.append(("loader", problem))
     schedule = [name for name in SCHEDULE_FIELDS if values.get(name) is not None]
     if not schedule:
         problems.append(("iterations", "the schedule needs iterations or epochs"))
